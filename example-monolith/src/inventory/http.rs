@@ -1,0 +1,54 @@
+//! HTTP endpoints for stock.
+//!
+//! ```text
+//! GET /api/inventory/{product_id}                  → {product_id, stock}
+//! PUT /api/inventory/{product_id}  (admin) {stock} → {product_id, stock}
+//! ```
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+use serde::{Deserialize, Serialize};
+
+use super::repo;
+use crate::AppState;
+use crate::catalog;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Json, Path};
+use crate::users::auth::Admin;
+
+/// The inventory routes.
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/api/inventory/{product_id}", get(get_stock).put(set_stock))
+}
+
+#[derive(Serialize)]
+struct Stock {
+    product_id: i64,
+    stock: i64,
+}
+
+async fn get_stock(State(state): State<AppState>, Path(product_id): Path<i64>) -> ApiResult<Json<Stock>> {
+    let stock = repo::stock(&state.pool, product_id).await?.ok_or_else(|| ApiError::not_found("product", product_id))?;
+    Ok(Json(Stock { product_id, stock }))
+}
+
+#[derive(Deserialize)]
+struct SetStock {
+    stock: i64,
+}
+
+async fn set_stock(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(product_id): Path<i64>,
+    Json(body): Json<SetStock>,
+) -> ApiResult<Json<Stock>> {
+    repo::check_stock_value(body.stock)?;
+    if catalog::repo::product(&state.pool, product_id).await?.is_none() {
+        return Err(ApiError::not_found("product", product_id));
+    }
+    repo::set_stock(&state.pool, product_id, body.stock).await?;
+    tracing::info!(product_id, stock = body.stock, "stock adjusted");
+    Ok(Json(Stock { product_id, stock: body.stock }))
+}

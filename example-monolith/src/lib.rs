@@ -1,0 +1,191 @@
+//! Ficus Shop: a small e-commerce monolith written the way many real ones are — one
+//! axum + sqlx binary whose seven capability modules (users, catalog, cart, orders,
+//! payments, inventory, notifications) share one database and reach into each other's
+//! tables. `TANGLES.md` lists those shortcuts: they are what Ficus must find and undo.
+//!
+//! [`Application`] is the seam tests and the binary share: build it on any address
+//! (port 0 included), read the port it bound, run it until a shutdown future resolves.
+
+pub mod cart;
+pub mod catalog;
+pub mod db;
+pub mod error;
+pub mod extract;
+pub mod inventory;
+pub mod notifications;
+pub mod orders;
+pub mod payments;
+pub mod seed;
+pub mod users;
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::get;
+use tokio::net::TcpListener;
+
+pub use db::{DbLocation, Dialect, Pool};
+
+/// Everything the shop needs to start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Where the database is.
+    pub db: DbLocation,
+    /// Load the deterministic catalogue when the database has no products.
+    pub seed: bool,
+    /// Bearer token that admin endpoints require; with none set they refuse everyone.
+    pub admin_token: Option<String>,
+    /// How long a login session lasts, in seconds.
+    pub session_ttl_secs: i64,
+    /// Size of the database connection pool.
+    pub max_connections: u32,
+}
+
+impl Config {
+    /// Defaults for a SQLite database in `data_dir`, listening on `listen`.
+    pub fn new(listen: SocketAddr, db: DbLocation) -> Self {
+        Self { listen, db, seed: false, admin_token: None, session_ttl_secs: 24 * 3600, max_connections: 16 }
+    }
+}
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    /// The shop's database.
+    pub pool: Pool,
+    /// Its dialect, for the few statements that differ.
+    pub dialect: Dialect,
+    /// Token admin endpoints require.
+    pub admin_token: Option<std::sync::Arc<str>>,
+    /// Session lifetime in seconds.
+    pub session_ttl_secs: i64,
+}
+
+/// Why the shop could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The listen address could not be bound.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The database could not be opened or migrated.
+    #[error(transparent)]
+    Db(#[from] db::DbError),
+    /// Seeding failed.
+    #[error("seeding the catalogue: {0}")]
+    Seed(#[source] sqlx::Error),
+}
+
+/// A shop bound to its address and connected to its database, ready to serve.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    /// Binds the listener (logging the bound address first), opens and migrates the
+    /// database, and seeds it when asked.
+    pub async fn build(config: Config) -> Result<Self, StartError> {
+        let listener =
+            TcpListener::bind(config.listen).await.map_err(|source| StartError::Bind { addr: config.listen, source })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
+        tracing::info!("shop listening on http://{addr}");
+        let (pool, dialect) = db::connect(&config.db, config.max_connections).await?;
+        tracing::info!(?dialect, "database ready");
+        if config.seed {
+            match seed::seed_if_empty(&pool).await.map_err(StartError::Seed)? {
+                Some(report) => tracing::info!(
+                    categories = report.categories,
+                    products = report.products,
+                    users = report.users,
+                    "seeded the catalogue"
+                ),
+                None => tracing::info!("database already has products; seed skipped"),
+            }
+        }
+        let state = AppState {
+            pool,
+            dialect,
+            admin_token: config.admin_token.filter(|t| !t.is_empty()).map(Into::into),
+            session_ttl_secs: config.session_ttl_secs,
+        };
+        Ok(Self { listener, state })
+    }
+
+    /// The address actually bound (the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// The database pool, for tests and tools that inspect the shop's state.
+    pub fn pool(&self) -> &Pool {
+        &self.state.pool
+    }
+
+    /// Serves until `shutdown` resolves, then finishes in-flight requests and returns.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let pool = self.state.pool.clone();
+        axum::serve(self.listener, router(self.state)).with_graceful_shutdown(shutdown).await?;
+        pool.close().await;
+        Ok(())
+    }
+}
+
+/// The whole HTTP API: every capability's routes on one router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(users::http::routes())
+        .merge(catalog::http::routes())
+        .merge(cart::http::routes())
+        .merge(orders::http::routes())
+        .merge(inventory::http::routes())
+        .merge(notifications::http::routes())
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn healthz(axum::extract::State(state): axum::extract::State<AppState>) -> (StatusCode, &'static str) {
+    match sqlx::query("SELECT 1").execute(&state.pool).await {
+        Ok(_) => (StatusCode::OK, "ok"),
+        Err(err) => {
+            tracing::warn!(%err, "health check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
+        }
+    }
+}
+
+async fn not_found(uri: axum::http::Uri) -> error::ApiError {
+    error::ApiError::NotFound { message: format!("no endpoint at {}", uri.path()), field: None }
+}
+
+/// Resolves on SIGTERM or Ctrl-C: the shutdown signal every server binary here uses.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

@@ -1,0 +1,60 @@
+//! SQL for the `notifications` table: the outbox other modules enqueue into.
+
+use serde::Serialize;
+
+use crate::db::now;
+
+/// A message to a user.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Notification {
+    /// Notification id.
+    pub id: i64,
+    /// What it is about: `welcome`, `order_confirmed`, `order_cancelled`.
+    pub kind: String,
+    /// Subject line.
+    pub subject: String,
+    /// Text.
+    pub body: String,
+    /// `queued` until the user marks it `read`.
+    pub status: String,
+    /// Seconds since the epoch.
+    pub created_at: i64,
+}
+
+/// Queues a message for a user, in the caller's transaction when given one.
+pub async fn enqueue<'c, E>(executor: E, user_id: i64, kind: &str, subject: &str, body: &str) -> sqlx::Result<()>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    sqlx::query(
+        "INSERT INTO notifications (user_id, kind, subject, body, status, created_at) VALUES ($1, $2, $3, $4, 'queued', $5)",
+    )
+    .bind(user_id)
+    .bind(kind)
+    .bind(subject)
+    .bind(body)
+    .bind(now())
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+/// A user's messages, newest first.
+pub async fn for_user(pool: &crate::Pool, user_id: i64) -> sqlx::Result<Vec<Notification>> {
+    sqlx::query_as::<_, Notification>(
+        "SELECT id, kind, subject, body, status, created_at FROM notifications WHERE user_id = $1 ORDER BY id DESC",
+    )
+    .bind(user_id)
+    .fetch_all(pool)
+    .await
+}
+
+/// Marks one of the user's messages read; false when it is not theirs or does not exist.
+pub async fn mark_read(pool: &crate::Pool, user_id: i64, id: i64) -> sqlx::Result<bool> {
+    let done = sqlx::query("UPDATE notifications SET status = 'read' WHERE id = $1 AND user_id = $2")
+        .bind(id)
+        .bind(user_id)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
