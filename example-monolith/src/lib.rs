@@ -94,8 +94,9 @@ impl Application {
     /// Binds the listener (logging the bound address first), opens and migrates the
     /// database, and seeds it when asked.
     pub async fn build(config: Config) -> Result<Self, StartError> {
-        let listener =
-            TcpListener::bind(config.listen).await.map_err(|source| StartError::Bind { addr: config.listen, source })?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| StartError::Bind { addr: config.listen, source })?;
         let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
         tracing::info!("shop listening on http://{addr}");
         let (pool, dialect) = db::connect(&config.db, config.max_connections).await?;

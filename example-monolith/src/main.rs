@@ -48,11 +48,13 @@ fn parse_args() -> anyhow::Result<Option<Args>> {
             Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
             _ => (arg.clone(), None),
         };
-        let mut value = |name: &str| inline.clone().or_else(|| it.next()).with_context(|| format!("{name} needs a value"));
+        let mut value =
+            |name: &str| inline.clone().or_else(|| it.next()).with_context(|| format!("{name} needs a value"));
         match flag.as_str() {
             "--listen" => {
                 let v = value("--listen")?;
-                args.listen = v.parse().with_context(|| format!("--listen {v:?} is not an address like 127.0.0.1:3000"))?;
+                args.listen =
+                    v.parse().with_context(|| format!("--listen {v:?} is not an address like 127.0.0.1:3000"))?;
             }
             "--data-dir" => args.data_dir = PathBuf::from(value("--data-dir")?),
             "--seed" => args.seed = true,

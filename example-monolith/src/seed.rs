@@ -27,8 +27,8 @@ const CATEGORIES: [(&str, &str, [&str; 5]); 10] = [
 ];
 
 const ADJECTIVES: [&str; 20] = [
-    "Classic", "Rustic", "Modern", "Compact", "Deluxe", "Everyday", "Vintage", "Nordic", "Sturdy", "Elegant",
-    "Bright", "Cosy", "Handmade", "Premium", "Travel", "Urban", "Coastal", "Alpine", "Minimal", "Bold",
+    "Classic", "Rustic", "Modern", "Compact", "Deluxe", "Everyday", "Vintage", "Nordic", "Sturdy", "Elegant", "Bright",
+    "Cosy", "Handmade", "Premium", "Travel", "Urban", "Coastal", "Alpine", "Minimal", "Bold",
 ];
 
 /// What a seed inserted.

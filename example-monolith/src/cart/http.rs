@@ -82,7 +82,10 @@ async fn add_item(
 ) -> ApiResult<(StatusCode, Json<CartView>)> {
     check_quantity(body.quantity)?;
     if !repo::product_exists(&state.pool, body.product_id).await? {
-        return Err(ApiError::NotFound { message: format!("product {} not found", body.product_id), field: Some("product_id") });
+        return Err(ApiError::NotFound {
+            message: format!("product {} not found", body.product_id),
+            field: Some("product_id"),
+        });
     }
     if !repo::add(&state.pool, user.id, body.product_id, body.quantity).await? {
         return Err(ApiError::invalid("quantity", format!("a cart line holds at most {MAX_LINE_QUANTITY} units")));

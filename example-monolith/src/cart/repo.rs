@@ -38,10 +38,8 @@ where
 
 /// True when the product exists (read straight from the catalog's table).
 pub async fn product_exists(pool: &Pool, product_id: i64) -> sqlx::Result<bool> {
-    let found: Option<i64> = sqlx::query_scalar("SELECT id FROM products WHERE id = $1")
-        .bind(product_id)
-        .fetch_optional(pool)
-        .await?;
+    let found: Option<i64> =
+        sqlx::query_scalar("SELECT id FROM products WHERE id = $1").bind(product_id).fetch_optional(pool).await?;
     Ok(found.is_some())
 }
 

@@ -53,11 +53,19 @@ fn non_empty(v: Option<String>) -> Option<String> {
     v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
 }
 
-fn int_param(field: &'static str, v: Option<String>, default: i64, range: std::ops::RangeInclusive<i64>) -> ApiResult<i64> {
+fn int_param(
+    field: &'static str,
+    v: Option<String>,
+    default: i64,
+    range: std::ops::RangeInclusive<i64>,
+) -> ApiResult<i64> {
     let Some(text) = non_empty(v) else { return Ok(default) };
     match text.parse::<i64>() {
         Ok(n) if range.contains(&n) => Ok(n),
-        _ => Err(ApiError::invalid(field, format!("{field} must be an integer from {} to {}", range.start(), range.end()))),
+        _ => Err(ApiError::invalid(
+            field,
+            format!("{field} must be an integer from {} to {}", range.start(), range.end()),
+        )),
     }
 }
 
@@ -82,7 +90,10 @@ impl ListParams {
     }
 }
 
-async fn list_products(State(state): State<AppState>, Query(params): Query<ListParams>) -> ApiResult<Json<ProductPage>> {
+async fn list_products(
+    State(state): State<AppState>,
+    Query(params): Query<ListParams>,
+) -> ApiResult<Json<ProductPage>> {
     Ok(Json(search::search(&state.pool, &params.validate()?).await?))
 }
 
@@ -215,7 +226,10 @@ async fn create_category(
     Json(body): Json<CreateCategory>,
 ) -> ApiResult<(StatusCode, Json<Category>)> {
     let slug = body.slug.trim();
-    if slug.is_empty() || slug.len() > 64 || !slug.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
+    if slug.is_empty()
+        || slug.len() > 64
+        || !slug.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
         return Err(ApiError::invalid("slug", "slug must be 1 to 64 characters of a-z, 0-9 and -"));
     }
     check_text("name", &body.name, 100)?;

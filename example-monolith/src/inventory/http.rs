@@ -29,7 +29,8 @@ struct Stock {
 }
 
 async fn get_stock(State(state): State<AppState>, Path(product_id): Path<i64>) -> ApiResult<Json<Stock>> {
-    let stock = repo::stock(&state.pool, product_id).await?.ok_or_else(|| ApiError::not_found("product", product_id))?;
+    let stock =
+        repo::stock(&state.pool, product_id).await?.ok_or_else(|| ApiError::not_found("product", product_id))?;
     Ok(Json(Stock { product_id, stock }))
 }
 

@@ -47,16 +47,20 @@ where
 
 /// Takes `quantity` units of a product for an order. False, and nothing changed, when
 /// there are not that many in stock.
-pub async fn reserve(conn: &mut sqlx::AnyConnection, order_id: i64, product_id: i64, quantity: i64) -> sqlx::Result<bool> {
+pub async fn reserve(
+    conn: &mut sqlx::AnyConnection,
+    order_id: i64,
+    product_id: i64,
+    quantity: i64,
+) -> sqlx::Result<bool> {
     let t = now();
-    let taken = sqlx::query(
-        "UPDATE inventory SET stock = stock - $1, updated_at = $2 WHERE product_id = $3 AND stock >= $1",
-    )
-    .bind(quantity)
-    .bind(t)
-    .bind(product_id)
-    .execute(&mut *conn)
-    .await?;
+    let taken =
+        sqlx::query("UPDATE inventory SET stock = stock - $1, updated_at = $2 WHERE product_id = $3 AND stock >= $1")
+            .bind(quantity)
+            .bind(t)
+            .bind(product_id)
+            .execute(&mut *conn)
+            .await?;
     if taken.rows_affected() != 1 {
         return Ok(false);
     }

@@ -18,16 +18,18 @@ use crate::users::auth::CurrentUser;
 
 /// The notification routes.
 pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/notifications", get(list))
-        .route("/api/notifications/{id}/read", post(mark_read))
+    Router::new().route("/api/notifications", get(list)).route("/api/notifications/{id}/read", post(mark_read))
 }
 
 async fn list(State(state): State<AppState>, CurrentUser(user): CurrentUser) -> ApiResult<Json<Vec<Notification>>> {
     Ok(Json(outbox::for_user(&state.pool, user.id).await?))
 }
 
-async fn mark_read(State(state): State<AppState>, CurrentUser(user): CurrentUser, Path(id): Path<i64>) -> ApiResult<StatusCode> {
+async fn mark_read(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(id): Path<i64>,
+) -> ApiResult<StatusCode> {
     if outbox::mark_read(&state.pool, user.id, id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {

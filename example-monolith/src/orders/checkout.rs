@@ -35,7 +35,10 @@ pub async fn checkout(state: &AppState, user_id: i64, card_number: &str, key: Op
     payments::gateway::normalise(card_number).map_err(|e| ApiError::invalid("card_number", e.to_string()))?;
     if let Some(key) = key {
         if key.is_empty() || key.len() > MAX_KEY_LEN {
-            return Err(ApiError::invalid("Idempotency-Key", format!("Idempotency-Key must be 1 to {MAX_KEY_LEN} bytes")));
+            return Err(ApiError::invalid(
+                "Idempotency-Key",
+                format!("Idempotency-Key must be 1 to {MAX_KEY_LEN} bytes"),
+            ));
         }
         if let Some(order) = existing(state, user_id, key).await? {
             return Ok(Outcome::Replayed(order));
@@ -96,13 +99,18 @@ async fn attempt(state: &AppState, user_id: i64, card_number: &str, key: Option<
         user_id,
         "order_confirmed",
         &format!("Order #{order_id} confirmed"),
-        &format!("We received your order #{order_id} of {} items, {}.", items.len(), money(total)),
+        &format!(
+            "We received your order #{order_id}: {} item(s), {}.",
+            items.iter().map(|i| i.quantity).sum::<i64>(),
+            money(total)
+        ),
     )
     .await?;
     cart::repo::clear(&mut tx, user_id).await?;
     tx.commit().await?;
     tracing::info!(order_id, user_id, total_cents = total, "order placed");
-    let order = repo::find(&state.pool, user_id, order_id).await?.ok_or_else(|| ApiError::not_found("order", order_id))?;
+    let order =
+        repo::find(&state.pool, user_id, order_id).await?.ok_or_else(|| ApiError::not_found("order", order_id))?;
     Ok(Outcome::Created(order))
 }
 

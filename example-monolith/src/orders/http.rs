@@ -58,10 +58,18 @@ async fn list(State(state): State<AppState>, CurrentUser(user): CurrentUser) -> 
     Ok(Json(repo::for_user(&state.pool, user.id).await?))
 }
 
-async fn detail(State(state): State<AppState>, CurrentUser(user): CurrentUser, Path(id): Path<i64>) -> ApiResult<Json<Order>> {
+async fn detail(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<Order>> {
     repo::find(&state.pool, user.id, id).await?.map(Json).ok_or_else(|| ApiError::not_found("order", id))
 }
 
-async fn cancel(State(state): State<AppState>, CurrentUser(user): CurrentUser, Path(id): Path<i64>) -> ApiResult<Json<Order>> {
+async fn cancel(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<Order>> {
     Ok(Json(checkout::cancel(&state, user.id, id).await?))
 }

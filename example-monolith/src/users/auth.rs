@@ -75,7 +75,8 @@ impl FromRequestParts<AppState> for Admin {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let token = bearer(&parts.headers)?;
-        let expected = state.admin_token.as_deref().ok_or(ApiError::Forbidden("admin API disabled: no SHOP_ADMIN_TOKEN set"))?;
+        let expected =
+            state.admin_token.as_deref().ok_or(ApiError::Forbidden("admin API disabled: no SHOP_ADMIN_TOKEN set"))?;
         if constant_time_eq(token.as_bytes(), expected.as_bytes()) {
             Ok(Admin)
         } else {

@@ -53,7 +53,10 @@ fn valid_name(name: &str) -> ApiResult<String> {
     Ok(name.to_string())
 }
 
-async fn register(State(state): State<AppState>, Json(body): Json<Register>) -> ApiResult<(StatusCode, Json<repo::User>)> {
+async fn register(
+    State(state): State<AppState>,
+    Json(body): Json<Register>,
+) -> ApiResult<(StatusCode, Json<repo::User>)> {
     let email = valid_email(&body.email)?;
     let name = valid_name(&body.name)?;
     let len = body.password.chars().count();
@@ -92,7 +95,10 @@ struct SessionCreated {
     expires_at: i64,
 }
 
-async fn login(State(state): State<AppState>, Json(body): Json<Login>) -> ApiResult<(StatusCode, Json<SessionCreated>)> {
+async fn login(
+    State(state): State<AppState>,
+    Json(body): Json<Login>,
+) -> ApiResult<(StatusCode, Json<SessionCreated>)> {
     const WRONG: ApiError = ApiError::Unauthorized("wrong email or password");
     let email = body.email.trim().to_lowercase();
     let Some((user_id, stored)) = repo::find_credentials(&state.pool, &email).await? else {

@@ -1,9 +1,9 @@
 //! Password hashing with argon2id (the crate's recommended parameters). Hashing is
 //! deliberately slow, so it runs on the blocking pool, off the async workers.
 
+use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
 
 use crate::error::ApiError;
 

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::db::{now, Pool};
+use crate::db::{Pool, now};
 
 /// A user as clients see it.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
