@@ -1,1 +1,3 @@
-//! End-to-end tests of the workspace.
+//! End-to-end tests of the workspace, run the way a user runs things.
+
+mod readme;
