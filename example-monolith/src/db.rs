@@ -60,11 +60,24 @@ pub enum DbError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
-/// Opens (creating if needed) and migrates the database.
+/// Opens (creating if needed) and migrates the shop's database.
 pub async fn connect(location: &DbLocation, max_connections: u32) -> Result<(Pool, Dialect), DbError> {
+    connect_migrated(location, "shop.db", max_connections, [&SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS]).await
+}
+
+/// Opens (creating if needed) a database and runs `migrations` on it: the SQLite
+/// migrator first, the PostgreSQL one second. A SQLite database is the file
+/// `sqlite_file` in the location's directory. Services extracted from the shop open
+/// their own databases with their own migrations through this too.
+pub async fn connect_migrated(
+    location: &DbLocation,
+    sqlite_file: &str,
+    max_connections: u32,
+    [sqlite_migrations, postgres_migrations]: [&Migrator; 2],
+) -> Result<(Pool, Dialect), DbError> {
     sqlx::any::install_default_drivers();
     let url = match location {
-        DbLocation::SqliteDir(dir) => sqlite_url_in(dir)?,
+        DbLocation::SqliteDir(dir) => sqlite_url_in(dir, sqlite_file)?,
         DbLocation::Url(url) => url.clone(),
     };
     let dialect = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -90,16 +103,27 @@ pub async fn connect(location: &DbLocation, max_connections: u32) -> Result<(Poo
     }
     let pool = options.connect(&url).await.map_err(|source| DbError::Connect { url: redact(&url), source })?;
     match dialect {
-        Dialect::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
-        Dialect::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
+        Dialect::Sqlite => sqlite_migrations.run(&pool).await?,
+        Dialect::Postgres => postgres_migrations.run(&pool).await?,
     }
     Ok((pool, dialect))
 }
 
-/// The sqlx URL of the shop's SQLite file in `dir`, creating the directory.
-fn sqlite_url_in(dir: &Path) -> Result<String, DbError> {
+/// Opens an existing database by URL, without migrating it (to read another
+/// program's tables, as the catalog backfill reads the shop's).
+pub async fn open_existing(url: &str) -> Result<Pool, DbError> {
+    sqlx::any::install_default_drivers();
+    AnyPoolOptions::new()
+        .max_connections(4)
+        .connect(url)
+        .await
+        .map_err(|source| DbError::Connect { url: redact(url), source })
+}
+
+/// The sqlx URL of the SQLite file `file` in `dir`, creating the directory.
+fn sqlite_url_in(dir: &Path, file: &str) -> Result<String, DbError> {
     std::fs::create_dir_all(dir).map_err(|source| DbError::DataDir { path: dir.display().to_string(), source })?;
-    Ok(format!("sqlite://{}?mode=rwc", dir.join("shop.db").display()))
+    Ok(format!("sqlite://{}?mode=rwc", dir.join(file).display()))
 }
 
 /// The URL with any password replaced, for messages.

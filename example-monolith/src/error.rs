@@ -43,6 +43,9 @@ pub enum ApiError {
     /// The payment gateway declined the card (402).
     #[error("{0}")]
     PaymentDeclined(String),
+    /// Something this server depends on is down (503).
+    #[error("{0}")]
+    Unavailable(String),
     /// A database error; logged, answered as 500.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
@@ -70,6 +73,7 @@ impl ApiError {
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::PaymentDeclined(_) => StatusCode::PAYMENT_REQUIRED,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Database(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -91,7 +95,7 @@ struct ErrorBody<'a> {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let message = if status.is_server_error() {
+        let message = if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
             tracing::error!(error = %self, "request failed");
             "internal server error".to_string()
         } else {

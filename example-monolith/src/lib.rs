@@ -16,6 +16,7 @@ pub mod notifications;
 pub mod orders;
 pub mod payments;
 pub mod seed;
+pub mod server;
 pub mod users;
 
 use std::future::Future;

@@ -1,11 +1,11 @@
 //! SQL for the `products` and `categories` tables.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::db::{Pool, now};
 
 /// A product as clients see it.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct Product {
     /// Product id.
     pub id: i64,
@@ -22,7 +22,7 @@ pub struct Product {
 }
 
 /// A category.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct Category {
     /// Category id.
     pub id: i64,

@@ -1,6 +1,7 @@
 //! HTTP endpoints for stock.
 //!
 //! ```text
+//! GET /api/inventory?in_stock=true                 → [{product_id, stock}] (all, or only in stock)
 //! GET /api/inventory/{product_id}                  → {product_id, stock}
 //! PUT /api/inventory/{product_id}  (admin) {stock} → {product_id, stock}
 //! ```
@@ -14,12 +15,30 @@ use super::repo;
 use crate::AppState;
 use crate::catalog;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Json, Path};
+use crate::extract::{Json, Path, Query};
 use crate::users::auth::Admin;
 
 /// The inventory routes.
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/inventory/{product_id}", get(get_stock).put(set_stock))
+    Router::new()
+        .route("/api/inventory", get(list_stock))
+        .route("/api/inventory/{product_id}", get(get_stock).put(set_stock))
+}
+
+#[derive(Deserialize)]
+struct ListParams {
+    in_stock: Option<String>,
+}
+
+/// Stock levels in bulk: what the catalog service asks instead of joining the table.
+async fn list_stock(State(state): State<AppState>, Query(params): Query<ListParams>) -> ApiResult<Json<Vec<Stock>>> {
+    let in_stock_only = match params.in_stock.as_deref().map(str::trim) {
+        None | Some("" | "false" | "0" | "no") => false,
+        Some("true" | "1" | "yes") => true,
+        Some(_) => return Err(ApiError::invalid("in_stock", "in_stock must be true or false")),
+    };
+    let levels = repo::levels(&state.pool, in_stock_only).await?;
+    Ok(Json(levels.into_iter().map(|(product_id, stock)| Stock { product_id, stock }).collect()))
 }
 
 #[derive(Serialize)]

@@ -28,6 +28,14 @@ where
         .await
 }
 
+/// Every product's stock, by product id; only products with stock when `in_stock_only`.
+pub async fn levels(pool: &crate::Pool, in_stock_only: bool) -> sqlx::Result<Vec<(i64, i64)>> {
+    sqlx::query_as("SELECT product_id, stock FROM inventory WHERE ($1 = 0 OR stock > 0) ORDER BY product_id")
+        .bind(i64::from(in_stock_only))
+        .fetch_all(pool)
+        .await
+}
+
 /// Sets a product's stock, creating its inventory row when missing.
 pub async fn set_stock<'c, E>(executor: E, product_id: i64, stock: i64) -> sqlx::Result<()>
 where

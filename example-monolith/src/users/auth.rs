@@ -74,14 +74,19 @@ impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let token = bearer(&parts.headers)?;
-        let expected =
-            state.admin_token.as_deref().ok_or(ApiError::Forbidden("admin API disabled: no SHOP_ADMIN_TOKEN set"))?;
-        if constant_time_eq(token.as_bytes(), expected.as_bytes()) {
-            Ok(Admin)
-        } else {
-            Err(ApiError::Forbidden("admin token required"))
-        }
+        check_admin(&parts.headers, state.admin_token.as_deref())
+    }
+}
+
+/// Accepts a request carrying the admin bearer token `expected`; with no token
+/// configured, refuses everyone. Shared with the services extracted from the shop.
+pub fn check_admin(headers: &HeaderMap, expected: Option<&str>) -> Result<Admin, ApiError> {
+    let token = bearer(headers)?;
+    let expected = expected.ok_or(ApiError::Forbidden("admin API disabled: no admin token set"))?;
+    if constant_time_eq(token.as_bytes(), expected.as_bytes()) {
+        Ok(Admin)
+    } else {
+        Err(ApiError::Forbidden("admin token required"))
     }
 }
 
