@@ -15,6 +15,7 @@ pub mod inventory;
 pub mod notifications;
 pub mod orders;
 pub mod payments;
+pub mod product_source;
 pub mod seed;
 pub mod server;
 pub mod users;
@@ -64,6 +65,8 @@ pub struct AppState {
     pub admin_token: Option<std::sync::Arc<str>>,
     /// Session lifetime in seconds.
     pub session_ttl_secs: i64,
+    /// Where product reads go and whether catalog writes go through to the service.
+    pub catalog: product_source::CatalogSwitches,
 }
 
 /// Why the shop could not start.
@@ -118,6 +121,7 @@ impl Application {
             dialect,
             admin_token: config.admin_token.filter(|t| !t.is_empty()).map(Into::into),
             session_ttl_secs: config.session_ttl_secs,
+            catalog: product_source::CatalogSwitches::default(),
         };
         Ok(Self { listener, state })
     }
@@ -151,6 +155,7 @@ pub fn router(state: AppState) -> Router {
         .merge(orders::http::routes())
         .merge(inventory::http::routes())
         .merge(notifications::http::routes())
+        .merge(product_source::routes())
         .fallback(not_found)
         .with_state(state)
 }

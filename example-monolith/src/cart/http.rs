@@ -17,6 +17,7 @@ use super::repo::{self, CartLine, MAX_LINE_QUANTITY};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Path};
+use crate::product_source::ProductSource;
 use crate::users::auth::CurrentUser;
 
 /// The cart routes.
@@ -54,7 +55,21 @@ impl CartView {
 }
 
 async fn load(state: &AppState, user_id: i64) -> ApiResult<Json<CartView>> {
-    Ok(Json(CartView::from_lines(repo::lines(&state.pool, user_id).await?)))
+    let lines = match state.catalog.reads() {
+        ProductSource::Local => repo::lines(&state.pool, user_id).await?,
+        ProductSource::Service(catalog) => catalog
+            .priced(&repo::items(&state.pool, user_id).await?)
+            .await?
+            .into_iter()
+            .map(|(product_id, quantity, p)| CartLine {
+                product_id,
+                name: p.name,
+                unit_price_cents: p.price_cents,
+                quantity,
+            })
+            .collect(),
+    };
+    Ok(Json(CartView::from_lines(lines)))
 }
 
 fn check_quantity(quantity: i64) -> ApiResult<()> {
@@ -81,7 +96,11 @@ async fn add_item(
     Json(body): Json<AddItem>,
 ) -> ApiResult<(StatusCode, Json<CartView>)> {
     check_quantity(body.quantity)?;
-    if !repo::product_exists(&state.pool, body.product_id).await? {
+    let exists = match state.catalog.reads() {
+        ProductSource::Local => repo::product_exists(&state.pool, body.product_id).await?,
+        ProductSource::Service(catalog) => catalog.product(body.product_id).await?.is_some(),
+    };
+    if !exists {
         return Err(ApiError::NotFound {
             message: format!("product {} not found", body.product_id),
             field: Some("product_id"),

@@ -21,7 +21,8 @@ pub struct CartLine {
     pub quantity: i64,
 }
 
-/// The lines of a user's cart, with product data read from `products`.
+/// The lines of a user's cart, with product data read from `products` (the local
+/// implementation of the product reads, see `product_source`).
 pub async fn lines<'c, E>(executor: E, user_id: i64) -> sqlx::Result<Vec<CartLine>>
 where
     E: sqlx::Executor<'c, Database = sqlx::Any>,
@@ -34,6 +35,17 @@ where
     .bind(user_id)
     .fetch_all(executor)
     .await
+}
+
+/// The user's cart as (product_id, quantity), from the cart's own table only.
+pub async fn items<'c, E>(executor: E, user_id: i64) -> sqlx::Result<Vec<(i64, i64)>>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    sqlx::query_as("SELECT product_id, quantity FROM cart_items WHERE user_id = $1 ORDER BY product_id")
+        .bind(user_id)
+        .fetch_all(executor)
+        .await
 }
 
 /// True when the product exists (read straight from the catalog's table).

@@ -73,6 +73,7 @@ async fn create_product(
         .await
         .map_err(|e| if is_unique_violation(&e) { duplicate_sku(&body.sku) } else { e.into() })?;
     inventory::repo::set_stock(&mut *tx, id, body.stock).await?;
+    write_through_product(&state, &mut tx, id).await?;
     tx.commit().await?;
     let product = repo::product(&state.pool, id).await?.ok_or_else(|| ApiError::not_found("product", id))?;
     tracing::info!(product_id = id, "product created");
@@ -96,9 +97,12 @@ async fn update_product(
         price_cents: body.price_cents,
         category_id,
     };
-    if !repo::update_product(&state.pool, id, &changes).await? {
+    let mut tx = state.pool.begin().await?;
+    if !repo::update_product(&mut *tx, id, &changes).await? {
         return Err(ApiError::not_found("product", id));
     }
+    write_through_product(&state, &mut tx, id).await?;
+    tx.commit().await?;
     let product = repo::product(&state.pool, id).await?.ok_or_else(|| ApiError::not_found("product", id))?;
     tracing::info!(product_id = id, "product updated");
     Ok(Json(product))
@@ -110,8 +114,28 @@ async fn create_category(
     Json(body): Json<CreateCategory>,
 ) -> ApiResult<(StatusCode, Json<Category>)> {
     let body = body.validate()?;
-    let category = repo::insert_category(&state.pool, &body.slug, &body.name)
+    let mut tx = state.pool.begin().await?;
+    let category = repo::insert_category(&mut *tx, &body.slug, &body.name)
         .await
         .map_err(|e| if is_unique_violation(&e) { duplicate_category(&body.slug) } else { e.into() })?;
+    if let Some(service) = state.catalog.write_through() {
+        service.push_category(&category).await?;
+    }
+    tx.commit().await?;
     Ok((StatusCode::CREATED, Json(category)))
+}
+
+/// While the catalog service holds a copy, every product write goes through to it
+/// inside the local transaction: when the service does not take it, the local write is
+/// rolled back too and the client gets a 503, so the copies never drift.
+async fn write_through_product(
+    state: &AppState,
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    id: i64,
+) -> ApiResult<()> {
+    if let Some(service) = state.catalog.write_through() {
+        let row = repo::product_row(&mut **tx, id).await?.ok_or_else(|| ApiError::not_found("product", id))?;
+        service.push_product(&row).await?;
+    }
+    Ok(())
 }

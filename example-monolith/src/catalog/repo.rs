@@ -21,8 +21,8 @@ pub struct Product {
     pub category: String,
 }
 
-/// A category.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+/// A category, as clients see it and as the catalog's copies exchange it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct Category {
     /// Category id.
     pub id: i64,
@@ -54,11 +54,14 @@ pub async fn category_id(pool: &Pool, slug: &str) -> sqlx::Result<Option<i64>> {
 }
 
 /// Creates a category.
-pub async fn insert_category(pool: &Pool, slug: &str, name: &str) -> sqlx::Result<Category> {
+pub async fn insert_category<'c, E>(executor: E, slug: &str, name: &str) -> sqlx::Result<Category>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
     sqlx::query_as::<_, Category>("INSERT INTO categories (slug, name) VALUES ($1, $2) RETURNING id, slug, name")
         .bind(slug)
         .bind(name)
-        .fetch_one(pool)
+        .fetch_one(executor)
         .await
 }
 
@@ -110,7 +113,10 @@ pub struct ProductChanges<'a> {
 }
 
 /// Applies changes to a product; false when it does not exist.
-pub async fn update_product(pool: &Pool, id: i64, c: &ProductChanges<'_>) -> sqlx::Result<bool> {
+pub async fn update_product<'c, E>(executor: E, id: i64, c: &ProductChanges<'_>) -> sqlx::Result<bool>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
     let done = sqlx::query(
         "UPDATE products SET name = COALESCE($1, name), description = COALESCE($2, description), \
          price_cents = COALESCE($3, price_cents), category_id = COALESCE($4, category_id), updated_at = $5 \
@@ -122,7 +128,61 @@ pub async fn update_product(pool: &Pool, id: i64, c: &ProductChanges<'_>) -> sql
     .bind(c.category_id)
     .bind(now())
     .bind(id)
-    .execute(pool)
+    .execute(executor)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// A `products` row, every column.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct ProductRow {
+    /// Id, the same in every copy.
+    pub id: i64,
+    /// SKU.
+    pub sku: String,
+    /// Name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// Price in cents.
+    pub price_cents: i64,
+    /// Category id.
+    pub category_id: i64,
+    /// Seconds since the epoch.
+    pub created_at: i64,
+    /// Seconds since the epoch.
+    pub updated_at: i64,
+}
+
+/// Every category row, by id.
+pub async fn all_categories<'c, E>(executor: E) -> sqlx::Result<Vec<Category>>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    sqlx::query_as("SELECT id, slug, name FROM categories ORDER BY id").fetch_all(executor).await
+}
+
+/// Every product row, by id.
+pub async fn all_products<'c, E>(executor: E) -> sqlx::Result<Vec<ProductRow>>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    sqlx::query_as(
+        "SELECT id, sku, name, description, price_cents, category_id, created_at, updated_at FROM products ORDER BY id",
+    )
+    .fetch_all(executor)
+    .await
+}
+
+/// One product row, every column (what write-through sends).
+pub async fn product_row<'c, E>(executor: E, id: i64) -> sqlx::Result<Option<ProductRow>>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    sqlx::query_as(
+        "SELECT id, sku, name, description, price_cents, category_id, created_at, updated_at FROM products WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(executor)
+    .await
 }

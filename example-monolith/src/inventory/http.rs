@@ -16,6 +16,7 @@ use crate::AppState;
 use crate::catalog;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Path, Query};
+use crate::product_source::ProductSource;
 use crate::users::auth::Admin;
 
 /// The inventory routes.
@@ -65,7 +66,11 @@ async fn set_stock(
     Json(body): Json<SetStock>,
 ) -> ApiResult<Json<Stock>> {
     repo::check_stock_value(body.stock)?;
-    if catalog::repo::product(&state.pool, product_id).await?.is_none() {
+    let exists = match state.catalog.reads() {
+        ProductSource::Local => catalog::repo::product(&state.pool, product_id).await?.is_some(),
+        ProductSource::Service(catalog) => catalog.product(product_id).await?.is_some(),
+    };
+    if !exists {
         return Err(ApiError::not_found("product", product_id));
     }
     repo::set_stock(&state.pool, product_id, body.stock).await?;

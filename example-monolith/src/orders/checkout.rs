@@ -5,19 +5,20 @@
 //!    transaction takes the write lock at once (no deadlock-prone read→write upgrade)
 //!    and on PostgreSQL concurrent checkouts of one cart queue on the row lock;
 //! 2. replay: an order already made with the same `Idempotency-Key` is returned as is;
-//! 3. price the cart from `products`, reserve stock with conditional updates (never
+//! 3. price the cart from `products` (or the catalog service, see `product_source`), reserve stock with conditional updates (never
 //!    below zero), write the order, charge the fake gateway, record the payment, queue
 //!    the confirmation, empty the cart;
 //! 4. commit. Any failure — out of stock, a declined card — rolls everything back, so a
 //!    failed checkout leaves no order and holds no stock.
 
-use super::repo::{self, Order};
+use super::repo::{self, Order, OrderItem};
 use crate::AppState;
 use crate::cart;
 use crate::error::{ApiError, ApiResult, is_unique_violation};
 use crate::inventory;
 use crate::notifications;
 use crate::payments::{self, gateway::PaymentError};
+use crate::product_source::ProductSource;
 
 /// How a checkout ended well.
 pub enum Outcome {
@@ -74,7 +75,20 @@ async fn attempt(state: &AppState, user_id: i64, card_number: &str, key: Option<
         let order = repo::find(&state.pool, user_id, id).await?.ok_or_else(|| ApiError::not_found("order", id))?;
         return Ok(Outcome::Replayed(order));
     }
-    let items = repo::priced_cart(&mut tx, user_id).await?;
+    let items = match state.catalog.reads() {
+        ProductSource::Local => repo::priced_cart(&mut tx, user_id).await?,
+        ProductSource::Service(catalog) => catalog
+            .priced(&cart::repo::items(&mut *tx, user_id).await?)
+            .await?
+            .into_iter()
+            .map(|(product_id, quantity, p)| OrderItem {
+                product_id,
+                name: p.name,
+                unit_price_cents: p.price_cents,
+                quantity,
+            })
+            .collect(),
+    };
     if items.is_empty() {
         return Err(ApiError::invalid("cart", "the cart is empty"));
     }

@@ -41,7 +41,8 @@ struct OrderRow {
     created_at: i64,
 }
 
-/// The caller's cart lines priced from `products`, read inside checkout's transaction.
+/// The caller's cart lines priced from `products`, read inside checkout's transaction
+/// (the local implementation of the product reads, see `product_source`).
 pub async fn priced_cart(conn: &mut sqlx::AnyConnection, user_id: i64) -> sqlx::Result<Vec<OrderItem>> {
     sqlx::query_as::<_, OrderItem>(
         "SELECT ci.product_id, p.name, p.price_cents AS unit_price_cents, ci.quantity \

@@ -18,14 +18,14 @@ use shop::catalog::contract::{
     CreateCategory, CreateProduct, ListParams, ProductPage, UpdateProduct, duplicate_category, duplicate_sku,
     unknown_category,
 };
-use shop::catalog::repo::{self as shared, Category, NewProduct, Product, ProductChanges};
+use shop::catalog::repo::{self as shared, Category, NewProduct, Product, ProductChanges, ProductRow};
 use shop::error::{ApiError, ApiResult, is_unique_violation};
 use shop::extract::{Json, Path, Query};
 use shop::inventory::repo::check_stock_value;
 use shop::users::auth::check_admin;
 
 use crate::ServiceState;
-use crate::repo::{self, CategoryRow, ProductRow};
+use crate::repo;
 
 /// Every route of the service.
 pub fn router(state: ServiceState) -> Router {
@@ -147,7 +147,7 @@ async fn replicate_category(
     State(state): State<ServiceState>,
     headers: HeaderMap,
     Path(id): Path<i64>,
-    Json(row): Json<CategoryRow>,
+    Json(row): Json<Category>,
 ) -> ApiResult<StatusCode> {
     admin(&state, &headers)?;
     same_id(id, row.id)?;

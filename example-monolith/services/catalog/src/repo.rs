@@ -3,42 +3,9 @@
 //! here is what differs: search without the inventory join, and whole-row reads and
 //! upserts by id for replication and backfill.
 
-use serde::{Deserialize, Serialize};
 use shop::catalog::contract::{ProductPage, ProductQuery, like_pattern};
-use shop::catalog::repo::Product;
+use shop::catalog::repo::{Category, Product, ProductRow};
 use shop::db::{Dialect, Pool};
-
-/// A `categories` row.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
-pub struct CategoryRow {
-    /// Id, the same on both sides.
-    pub id: i64,
-    /// Slug.
-    pub slug: String,
-    /// Name.
-    pub name: String,
-}
-
-/// A `products` row, every column.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
-pub struct ProductRow {
-    /// Id, the same on both sides.
-    pub id: i64,
-    /// SKU.
-    pub sku: String,
-    /// Name.
-    pub name: String,
-    /// Description.
-    pub description: String,
-    /// Price in cents.
-    pub price_cents: i64,
-    /// Category id.
-    pub category_id: i64,
-    /// Seconds since the epoch.
-    pub created_at: i64,
-    /// Seconds since the epoch.
-    pub updated_at: i64,
-}
 
 /// `$first, $first+1, …` for `n` values.
 fn placeholders(first: usize, n: usize) -> String {
@@ -86,28 +53,8 @@ pub async fn search(pool: &Pool, q: &ProductQuery, only_ids: Option<&[i64]>) -> 
     Ok(ProductPage { items: items.fetch_all(pool).await?, page: q.page, per_page: q.per_page, total })
 }
 
-/// Every category row, by id.
-pub async fn all_categories<'c, E>(executor: E) -> sqlx::Result<Vec<CategoryRow>>
-where
-    E: sqlx::Executor<'c, Database = sqlx::Any>,
-{
-    sqlx::query_as("SELECT id, slug, name FROM categories ORDER BY id").fetch_all(executor).await
-}
-
-/// Every product row, by id.
-pub async fn all_products<'c, E>(executor: E) -> sqlx::Result<Vec<ProductRow>>
-where
-    E: sqlx::Executor<'c, Database = sqlx::Any>,
-{
-    sqlx::query_as(
-        "SELECT id, sku, name, description, price_cents, category_id, created_at, updated_at FROM products ORDER BY id",
-    )
-    .fetch_all(executor)
-    .await
-}
-
 /// Writes a category row as given, keyed by id.
-pub async fn upsert_category(conn: &mut sqlx::AnyConnection, row: &CategoryRow) -> sqlx::Result<()> {
+pub async fn upsert_category(conn: &mut sqlx::AnyConnection, row: &Category) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO categories (id, slug, name) VALUES ($1, $2, $3) \
          ON CONFLICT (id) DO UPDATE SET slug = excluded.slug, name = excluded.name",

@@ -10,7 +10,9 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use shop::db::{Dialect, Pool};
 
-use crate::repo::{self, CategoryRow, ProductRow};
+use shop::catalog::repo::{Category, ProductRow, all_categories, all_products};
+
+use crate::repo;
 
 /// What a backfill copied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -25,8 +27,8 @@ pub struct BackfillReport {
 /// transaction on the service's side. Rows already there are overwritten, so running
 /// it again converges the copies.
 pub async fn backfill(shop: &Pool, service: &Pool, service_dialect: Dialect) -> sqlx::Result<BackfillReport> {
-    let categories = repo::all_categories(shop).await?;
-    let products = repo::all_products(shop).await?;
+    let categories = all_categories(shop).await?;
+    let products = all_products(shop).await?;
     let mut tx = service.begin().await?;
     for row in &categories {
         repo::upsert_category(&mut tx, row).await?;
@@ -111,11 +113,10 @@ fn compare<T: Serialize>(table: &'static str, shop: &[(i64, T)], service: &[(i64
 
 /// Compares the catalog rows of the shop and the service.
 pub async fn parity(shop: &Pool, service: &Pool) -> sqlx::Result<ParityReport> {
-    let keyed_c = |rows: Vec<CategoryRow>| rows.into_iter().map(|r| (r.id, r)).collect::<Vec<_>>();
+    let keyed_c = |rows: Vec<Category>| rows.into_iter().map(|r| (r.id, r)).collect::<Vec<_>>();
     let keyed_p = |rows: Vec<ProductRow>| rows.into_iter().map(|r| (r.id, r)).collect::<Vec<_>>();
-    let (shop_c, service_c) =
-        (keyed_c(repo::all_categories(shop).await?), keyed_c(repo::all_categories(service).await?));
-    let (shop_p, service_p) = (keyed_p(repo::all_products(shop).await?), keyed_p(repo::all_products(service).await?));
+    let (shop_c, service_c) = (keyed_c(all_categories(shop).await?), keyed_c(all_categories(service).await?));
+    let (shop_p, service_p) = (keyed_p(all_products(shop).await?), keyed_p(all_products(service).await?));
     let mut differences = compare("categories", &shop_c, &service_c);
     differences.extend(compare("products", &shop_p, &service_p));
     Ok(ParityReport {

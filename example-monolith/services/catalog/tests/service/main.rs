@@ -208,3 +208,155 @@ async fn in_stock_filter_asks_the_inventory_and_fails_cleanly_without_it() {
     assert_eq!(status, StatusCode::OK, "everything else still works");
     p.service.stop().await;
 }
+
+async fn set_switches(p: &Pair, body: Value) -> (StatusCode, Value) {
+    let resp = p
+        .client
+        .put(format!("{}/api/admin/catalog", p.shop.base))
+        .bearer_auth(SHOP_ADMIN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (resp.status(), resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn shop_user(p: &Pair, email: &str) -> String {
+    let body = json!({"email": email, "password": "correct-horse", "name": "T"});
+    let created = p.client.post(format!("{}/api/users", p.shop.base)).json(&body).send().await.unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let session: Value =
+        p.client.post(format!("{}/api/sessions", p.shop.base)).json(&body).send().await.unwrap().json().await.unwrap();
+    session["token"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_through_keeps_the_service_in_step_or_refuses_the_write() {
+    let p = pair().await;
+    let (status, view) =
+        set_switches(&p, json!({"reads": "local", "write_through": true, "url": p.service.base, "token": ADMIN})).await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    assert_eq!(view["write_through"], true);
+    let update = |id: i64, price: i64| {
+        let c = p.client.clone();
+        let url = format!("{}/api/products/{id}", p.shop.base);
+        async move { c.put(url).bearer_auth(SHOP_ADMIN).json(&json!({"price_cents": price})).send().await.unwrap().status() }
+    };
+    assert_eq!(update(3, 777).await, StatusCode::OK);
+    assert_eq!(get(&p.client, format!("{}/api/products/3", p.service.base)).await.1["price_cents"], 777);
+    let new = json!({"sku": "WT-1", "name": "Through", "price_cents": 5, "category": "pets", "stock": 2});
+    let created =
+        p.client.post(format!("{}/api/products", p.shop.base)).bearer_auth(SHOP_ADMIN).json(&new).send().await.unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let id = created.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+    assert_eq!(get(&p.client, format!("{}/api/products/{id}", p.service.base)).await.1["sku"], "WT-1");
+    let cat = p
+        .client
+        .post(format!("{}/api/categories", p.shop.base))
+        .bearer_auth(SHOP_ADMIN)
+        .json(&json!({"slug": "music", "name": "Music"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cat.status(), StatusCode::CREATED);
+    assert!(sync::parity(&p.shop_pool, &p.service_pool).await.unwrap().in_parity(), "every write reached the service");
+    // With the service down, a write is refused whole rather than lost on one side.
+    p.service.stop().await;
+    assert_eq!(update(3, 888).await, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(get(&p.client, format!("{}/api/products/3", p.shop.base)).await.1["price_cents"], 777);
+    p.shop.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_reads_switched_to_the_service_the_shop_works_without_its_catalog_tables() {
+    let p = pair().await;
+    let (status, _) = set_switches(&p, json!({"reads": "service", "url": p.service.base})).await;
+    assert_eq!(status, StatusCode::OK);
+    for sql in
+        ["ALTER TABLE products RENAME TO products_retired", "ALTER TABLE categories RENAME TO categories_retired"]
+    {
+        sqlx::query(sql).execute(&p.shop_pool).await.unwrap();
+    }
+    let token = shop_user(&p, "switched@example.com").await;
+    let add = p
+        .client
+        .post(format!("{}/api/cart/items", p.shop.base))
+        .bearer_auth(&token)
+        .json(&json!({"product_id": 2, "quantity": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(add.status(), StatusCode::CREATED);
+    let unknown = p
+        .client
+        .post(format!("{}/api/cart/items", p.shop.base))
+        .bearer_auth(&token)
+        .json(&json!({"product_id": 99999, "quantity": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    // A price change made at the service is what the cart shows and checkout charges.
+    let changed = p
+        .client
+        .put(format!("{}/api/products/2", p.service.base))
+        .bearer_auth(ADMIN)
+        .json(&json!({"price_cents": 1500}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), StatusCode::OK);
+    let cart: Value = p
+        .client
+        .get(format!("{}/api/cart", p.shop.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cart["total_cents"], 3000);
+    let order = p
+        .client
+        .post(format!("{}/api/orders", p.shop.base))
+        .bearer_auth(&token)
+        .json(&json!({"card_number": "4242424242424242"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(order.status(), StatusCode::CREATED);
+    assert_eq!(order.json::<Value>().await.unwrap()["total_cents"], 3000);
+    let stock = p
+        .client
+        .put(format!("{}/api/inventory/2", p.shop.base))
+        .bearer_auth(SHOP_ADMIN)
+        .json(&json!({"stock": 9}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stock.status(), StatusCode::OK, "inventory checks products through the service");
+    p.service.stop().await;
+    p.shop.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switches_are_validated_and_admin_only() {
+    let p = pair().await;
+    assert_eq!(set_switches(&p, json!({"reads": "sideways"})).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(set_switches(&p, json!({"reads": "service"})).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(set_switches(&p, json!({"reads": "local", "write_through": true})).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(set_switches(&p, json!({"reads": "local", "url": "ftp://x"})).await.0, StatusCode::BAD_REQUEST);
+    let anonymous = p
+        .client
+        .put(format!("{}/api/admin/catalog", p.shop.base))
+        .json(&json!({"reads": "local"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    let (status, view) = set_switches(&p, json!({"reads": "local"})).await;
+    assert_eq!((status, view), (StatusCode::OK, json!({"reads": "local", "write_through": false, "url": null})));
+    p.service.stop().await;
+    p.shop.stop().await;
+}
