@@ -35,6 +35,71 @@ pub fn readme_main_commands() -> (String, String) {
     (run, test)
 }
 
+/// PostgreSQL databases for tests: each test creates its own and it is dropped when the
+/// test ends, even on panic. The server comes from `FICUS_TEST_PG_URL` (default
+/// `postgres://postgres@127.0.0.1:5432/postgres`). When it cannot be reached, tests
+/// are skipped with a message — unless `FICUS_REQUIRE_PG` is set (CI sets it), in which
+/// case they fail.
+pub mod pg {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use sqlx::Connection;
+
+    /// A PostgreSQL database made for one test, dropped when the test ends (even on panic).
+    pub struct TestDatabase {
+        admin_url: String,
+        name: String,
+    }
+
+    impl Drop for TestDatabase {
+        fn drop(&mut self) {
+            let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+            // Drop runs inside the test's runtime; do the async work on a thread of its own.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+                rt.block_on(async {
+                    if let Ok(mut conn) = sqlx::AnyConnection::connect(&admin_url).await {
+                        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                            .execute(&mut conn)
+                            .await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+
+    fn pg_admin_url() -> String {
+        std::env::var("FICUS_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    }
+
+    /// Creates a fresh database named after `prefix`, with its URL; or None (skip) when PostgreSQL is unreachable and not required.
+    pub async fn create_database(prefix: &str) -> Option<(TestDatabase, String)> {
+        sqlx::any::install_default_drivers();
+        let admin_url = pg_admin_url();
+        let mut conn = match sqlx::AnyConnection::connect(&admin_url).await {
+            Ok(conn) => conn,
+            Err(err) => {
+                if std::env::var_os("FICUS_REQUIRE_PG").is_some() {
+                    panic!("PostgreSQL is required (FICUS_REQUIRE_PG is set) but {admin_url} is unreachable: {err}");
+                }
+                eprintln!(
+                    "skipping: PostgreSQL at {admin_url} is unreachable ({err}); set FICUS_TEST_PG_URL to run it"
+                );
+                return None;
+            }
+        };
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!("{prefix}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("CREATE DATABASE");
+        let url = match admin_url.rsplit_once('/') {
+            Some((server, _db)) => format!("{server}/{name}"),
+            None => panic!("FICUS_TEST_PG_URL {admin_url:?} has no database part"),
+        };
+        Some((TestDatabase { admin_url, name }, url))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::readme_commands;

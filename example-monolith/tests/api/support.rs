@@ -7,12 +7,10 @@
 //! (CI sets it), in which case they fail.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use shop::{Application, Config, DbLocation, Pool};
-use sqlx::Connection;
 use tokio::sync::oneshot;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token";
@@ -24,57 +22,6 @@ pub enum Backend {
     Postgres,
 }
 
-/// A PostgreSQL database made for one test, dropped when the test ends (even on panic).
-struct PgDatabase {
-    admin_url: String,
-    name: String,
-}
-
-impl Drop for PgDatabase {
-    fn drop(&mut self) {
-        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
-        // Drop runs inside the test's runtime; do the async work on a thread of its own.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-            rt.block_on(async {
-                if let Ok(mut conn) = sqlx::AnyConnection::connect(&admin_url).await {
-                    let _ =
-                        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
-fn pg_admin_url() -> String {
-    std::env::var("FICUS_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-/// Creates a fresh database, or None (skip) when PostgreSQL is unreachable and not required.
-async fn create_pg_database() -> Option<(PgDatabase, String)> {
-    sqlx::any::install_default_drivers();
-    let admin_url = pg_admin_url();
-    let mut conn = match sqlx::AnyConnection::connect(&admin_url).await {
-        Ok(conn) => conn,
-        Err(err) => {
-            if std::env::var_os("FICUS_REQUIRE_PG").is_some() {
-                panic!("PostgreSQL is required (FICUS_REQUIRE_PG is set) but {admin_url} is unreachable: {err}");
-            }
-            eprintln!("skipping: PostgreSQL at {admin_url} is unreachable ({err}); set FICUS_TEST_PG_URL to run it");
-            return None;
-        }
-    };
-    static N: AtomicU32 = AtomicU32::new(0);
-    let name = format!("shop_test_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("CREATE DATABASE");
-    let url = match admin_url.rsplit_once('/') {
-        Some((server, _db)) => format!("{server}/{name}"),
-        None => panic!("FICUS_TEST_PG_URL {admin_url:?} has no database part"),
-    };
-    Some((PgDatabase { admin_url, name }, url))
-}
-
 /// A running shop and a client for it.
 pub struct TestShop {
     pub addr: SocketAddr,
@@ -83,7 +30,7 @@ pub struct TestShop {
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     _dir: tempfile::TempDir,
-    _pg: Option<PgDatabase>,
+    _pg: Option<ficus_e2e::pg::TestDatabase>,
 }
 
 impl TestShop {
@@ -98,7 +45,7 @@ impl TestShop {
         let (pg, db) = match backend {
             Backend::Sqlite => (None, DbLocation::SqliteDir(dir.path().to_path_buf())),
             Backend::Postgres => {
-                let (pg, url) = create_pg_database().await?;
+                let (pg, url) = ficus_e2e::pg::create_database("shop_test").await?;
                 (Some(pg), DbLocation::Url(url))
             }
         };

@@ -33,19 +33,42 @@ where
     Running { base: format!("http://{addr}"), stop: Some(stop), task: tokio::spawn(run(stopped)) }
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
 struct Pair {
     shop: Running,
     service: Running,
     shop_pool: shop::Pool,
     service_pool: shop::Pool,
     client: reqwest::Client,
+    dialect: shop::Dialect,
     _dirs: (tempfile::TempDir, tempfile::TempDir),
+    _pg: Vec<ficus_e2e::pg::TestDatabase>,
 }
 
-/// A seeded shop, and a catalog service backfilled from it that asks it for stock.
-async fn pair() -> Pair {
+/// A seeded shop, and a catalog service backfilled from it that asks it for stock,
+/// each on its own database; None when PostgreSQL is asked for and not reachable.
+async fn pair(backend: Backend) -> Option<Pair> {
     let (shop_dir, service_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut config = shop::Config::new("127.0.0.1:0".parse().unwrap(), DbLocation::SqliteDir(shop_dir.path().into()));
+    let mut pg = Vec::new();
+    let (shop_db, service_db, dialect) = match backend {
+        Backend::Sqlite => (
+            DbLocation::SqliteDir(shop_dir.path().into()),
+            DbLocation::SqliteDir(service_dir.path().into()),
+            shop::Dialect::Sqlite,
+        ),
+        Backend::Postgres => {
+            let (a, shop_url) = ficus_e2e::pg::create_database("catalog_test_shop").await?;
+            let (b, service_url) = ficus_e2e::pg::create_database("catalog_test_service").await?;
+            pg.extend([a, b]);
+            (DbLocation::Url(shop_url), DbLocation::Url(service_url), shop::Dialect::Postgres)
+        }
+    };
+    let mut config = shop::Config::new("127.0.0.1:0".parse().unwrap(), shop_db);
     config.seed = true;
     config.admin_token = Some(SHOP_ADMIN.into());
     let shop_app = shop::Application::build(config).await.unwrap();
@@ -57,7 +80,7 @@ async fn pair() -> Pair {
     });
     let service_app = Application::build(Config {
         listen: "127.0.0.1:0".parse().unwrap(),
-        db: DbLocation::SqliteDir(service_dir.path().into()),
+        db: service_db,
         admin_token: Some(ADMIN.into()),
         inventory_url: Some(shop.base.clone()),
         inventory_token: Some(SHOP_ADMIN.into()),
@@ -65,24 +88,64 @@ async fn pair() -> Pair {
     .await
     .unwrap();
     let service_pool = service_app.pool().clone();
-    let report = sync::backfill(&shop_pool, &service_pool, shop::Dialect::Sqlite).await.unwrap();
+    let report = sync::backfill(&shop_pool, &service_pool, dialect).await.unwrap();
     assert_eq!((report.categories, report.products), (10, 200));
     let service = spawn(service_app.local_addr(), |stopped| {
         service_app.run_until_stopped(async {
             let _ = stopped.await;
         })
     });
-    Pair { shop, service, shop_pool, service_pool, client: reqwest::Client::new(), _dirs: (shop_dir, service_dir) }
+    Some(Pair {
+        shop,
+        service,
+        shop_pool,
+        service_pool,
+        client: reqwest::Client::new(),
+        dialect,
+        _dirs: (shop_dir, service_dir),
+        _pg: pg,
+    })
 }
+
+/// Runs each named `async fn(Pair)` on SQLite and on PostgreSQL, as two tests.
+macro_rules! on_both_databases {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::pair(super::Backend::Sqlite).await.expect("sqlite")).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(pair) = super::pair(super::Backend::Postgres).await else { return };
+                    super::$name(pair).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_databases!(
+    answers_every_catalog_request_like_the_shop,
+    parity_names_every_row_that_differs,
+    replication_endpoints_upsert_rows_and_need_the_admin_token,
+    in_stock_filter_asks_the_inventory_and_fails_cleanly_without_it,
+    write_through_keeps_the_service_in_step_or_refuses_the_write,
+    with_reads_switched_to_the_service_the_shop_works_without_its_catalog_tables,
+    switches_are_validated_and_admin_only,
+);
 
 async fn get(client: &reqwest::Client, url: String) -> (StatusCode, Value) {
     let resp = client.get(url).send().await.unwrap();
     (resp.status(), resp.json().await.unwrap_or(Value::Null))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn answers_every_catalog_request_like_the_shop() {
-    let p = pair().await;
+async fn answers_every_catalog_request_like_the_shop(p: Pair) {
     let requests = [
         "/api/products",
         "/api/products?per_page=100&page=2",
@@ -110,9 +173,7 @@ async fn answers_every_catalog_request_like_the_shop() {
     p.shop.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn parity_names_every_row_that_differs() {
-    let p = pair().await;
+async fn parity_names_every_row_that_differs(p: Pair) {
     assert!(sync::parity(&p.shop_pool, &p.service_pool).await.unwrap().in_parity());
     sqlx::query("UPDATE products SET price_cents = price_cents + 1 WHERE id = 7")
         .execute(&p.service_pool)
@@ -136,15 +197,13 @@ async fn parity_names_every_row_that_differs() {
         .collect();
     assert_eq!(named, [(7, "differs"), (9, "missing"), (11, "differs")]);
     // A second backfill converges the copies.
-    sync::backfill(&p.shop_pool, &p.service_pool, shop::Dialect::Sqlite).await.unwrap();
+    sync::backfill(&p.shop_pool, &p.service_pool, p.dialect).await.unwrap();
     assert!(sync::parity(&p.shop_pool, &p.service_pool).await.unwrap().in_parity());
     p.service.stop().await;
     p.shop.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replication_endpoints_upsert_rows_and_need_the_admin_token() {
-    let p = pair().await;
+async fn replication_endpoints_upsert_rows_and_need_the_admin_token(p: Pair) {
     let (_, mut row) = get(&p.client, format!("{}/api/products/5", p.service.base)).await;
     assert_eq!(row["id"], 5);
     let full = json!({"id": 5, "sku": "KIT-0005", "name": "Replicated", "description": "d", "price_cents": 4321,
@@ -181,9 +240,7 @@ async fn replication_endpoints_upsert_rows_and_need_the_admin_token() {
     p.shop.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn in_stock_filter_asks_the_inventory_and_fails_cleanly_without_it() {
-    let p = pair().await;
+async fn in_stock_filter_asks_the_inventory_and_fails_cleanly_without_it(p: Pair) {
     let stock = |id: i64| {
         let c = p.client.clone();
         let base = p.shop.base.clone();
@@ -230,9 +287,7 @@ async fn shop_user(p: &Pair, email: &str) -> String {
     session["token"].as_str().unwrap().to_string()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn write_through_keeps_the_service_in_step_or_refuses_the_write() {
-    let p = pair().await;
+async fn write_through_keeps_the_service_in_step_or_refuses_the_write(p: Pair) {
     let (status, view) =
         set_switches(&p, json!({"reads": "local", "write_through": true, "url": p.service.base, "token": ADMIN})).await;
     assert_eq!(status, StatusCode::OK, "{view}");
@@ -267,9 +322,7 @@ async fn write_through_keeps_the_service_in_step_or_refuses_the_write() {
     p.shop.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_reads_switched_to_the_service_the_shop_works_without_its_catalog_tables() {
-    let p = pair().await;
+async fn with_reads_switched_to_the_service_the_shop_works_without_its_catalog_tables(p: Pair) {
     let (status, _) = set_switches(&p, json!({"reads": "service", "url": p.service.base})).await;
     assert_eq!(status, StatusCode::OK);
     for sql in
@@ -340,9 +393,7 @@ async fn with_reads_switched_to_the_service_the_shop_works_without_its_catalog_t
     p.shop.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn switches_are_validated_and_admin_only() {
-    let p = pair().await;
+async fn switches_are_validated_and_admin_only(p: Pair) {
     assert_eq!(set_switches(&p, json!({"reads": "sideways"})).await.0, StatusCode::BAD_REQUEST);
     assert_eq!(set_switches(&p, json!({"reads": "service"})).await.0, StatusCode::BAD_REQUEST);
     assert_eq!(set_switches(&p, json!({"reads": "local", "write_through": true})).await.0, StatusCode::BAD_REQUEST);
