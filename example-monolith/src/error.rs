@@ -43,6 +43,9 @@ pub enum ApiError {
     /// The payment gateway declined the card (402).
     #[error("{0}")]
     PaymentDeclined(String),
+    /// The endpoint has moved away for good (410).
+    #[error("{0}")]
+    Gone(String),
     /// Something this server depends on is down (503).
     #[error("{0}")]
     Unavailable(String),
@@ -74,6 +77,7 @@ impl ApiError {
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::PaymentDeclined(_) => StatusCode::PAYMENT_REQUIRED,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Gone(_) => StatusCode::GONE,
             Self::Database(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

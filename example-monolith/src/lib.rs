@@ -150,7 +150,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .merge(users::http::routes())
-        .merge(catalog::http::routes())
+        .merge(catalog::http::routes(state.clone()))
         .merge(cart::http::routes())
         .merge(orders::http::routes())
         .merge(inventory::http::routes())

@@ -4,7 +4,8 @@
 //! that is left to delete — and `Service`, the extracted catalog service's HTTP API.
 //! An admin switches between them at run time (`PUT /api/admin/catalog`), and can
 //! make the catalog's writes go through to the service while both copies exist, so
-//! no product change is lost during the move.
+//! no product change is lost during the move; and, at the end, retire the shop's own
+//! catalog endpoints (410 Gone).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -121,6 +122,7 @@ pub struct CatalogSwitches {
 struct Switches {
     reads: ProductSource,
     write_through: Option<CatalogClient>,
+    retired: bool,
 }
 
 /// The switches as the admin API shows and takes them.
@@ -132,6 +134,8 @@ pub struct SwitchesView {
     pub write_through: bool,
     /// The catalog service's URL, when one is in use.
     pub url: Option<String>,
+    /// True once the shop's own catalog endpoints answer 410 Gone.
+    pub retired: bool,
 }
 
 impl CatalogSwitches {
@@ -145,9 +149,14 @@ impl CatalogSwitches {
         self.inner.read().unwrap_or_else(|e| e.into_inner()).write_through.clone()
     }
 
-    /// Sets both switches at once.
-    pub fn set(&self, reads: ProductSource, write_through: Option<CatalogClient>) {
-        *self.inner.write().unwrap_or_else(|e| e.into_inner()) = Switches { reads, write_through };
+    /// True once the shop's catalog endpoints are retired.
+    pub fn retired(&self) -> bool {
+        self.inner.read().unwrap_or_else(|e| e.into_inner()).retired
+    }
+
+    /// Sets every switch at once.
+    pub fn set(&self, reads: ProductSource, write_through: Option<CatalogClient>, retired: bool) {
+        *self.inner.write().unwrap_or_else(|e| e.into_inner()) = Switches { reads, write_through, retired };
     }
 
     /// What an admin sees.
@@ -161,6 +170,7 @@ impl CatalogSwitches {
             reads: if matches!(s.reads, ProductSource::Service(_)) { "service" } else { "local" }.into(),
             write_through: s.write_through.is_some(),
             url,
+            retired: s.retired,
         }
     }
 }
@@ -187,6 +197,9 @@ pub struct SetSwitches {
     pub url: Option<String>,
     /// Its admin token, for write-through.
     pub token: Option<String>,
+    /// Retire the shop's own catalog endpoints (they answer 410 Gone); needs `service` reads.
+    #[serde(default)]
+    pub retired: bool,
 }
 
 /// The admin routes of the migration switches.
@@ -224,9 +237,21 @@ pub fn routes() -> axum::Router<crate::AppState> {
             (true, Some(c)) => Some(c),
             (true, None) => return Err(ApiError::invalid("url", "write-through needs the service's url")),
         };
-        state.catalog.set(reads, write_through);
+        if body.retired && !matches!(reads, ProductSource::Service(_)) {
+            return Err(ApiError::invalid(
+                "retired",
+                "the catalog endpoints can only retire once reads go to the service",
+            ));
+        }
+        state.catalog.set(reads, write_through, body.retired);
         let view = state.catalog.view();
-        tracing::info!(reads = %view.reads, write_through = view.write_through, url = ?view.url, "catalog switches changed");
+        tracing::info!(
+            reads = %view.reads,
+            write_through = view.write_through,
+            retired = view.retired,
+            url = ?view.url,
+            "catalog switches changed"
+        );
         Ok(Json(view))
     }
 

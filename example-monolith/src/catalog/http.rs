@@ -27,11 +27,26 @@ use crate::inventory;
 use crate::users::auth::Admin;
 
 /// The catalog routes.
-pub fn routes() -> Router<AppState> {
+pub fn routes(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/api/products", get(list_products).post(create_product))
         .route("/api/products/{id}", get(get_product).put(update_product))
         .route("/api/categories", get(list_categories).post(create_category))
+        .route_layer(axum::middleware::from_fn_with_state(state, refuse_when_retired))
+}
+
+/// Once the catalog has moved out (`retired` switch), every catalog endpoint of the
+/// shop answers 410 Gone instead of touching tables that are no longer its own.
+async fn refuse_when_retired(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if state.catalog.retired() {
+        return ApiError::Gone("the catalog has moved to the catalog service".into()).into_response();
+    }
+    next.run(request).await
 }
 
 async fn list_products(

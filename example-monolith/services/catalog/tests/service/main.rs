@@ -407,7 +407,21 @@ async fn switches_are_validated_and_admin_only(p: Pair) {
         .unwrap();
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
     let (status, view) = set_switches(&p, json!({"reads": "local"})).await;
-    assert_eq!((status, view), (StatusCode::OK, json!({"reads": "local", "write_through": false, "url": null})));
+    assert_eq!(
+        (status, view),
+        (StatusCode::OK, json!({"reads": "local", "write_through": false, "url": null, "retired": false}))
+    );
+    assert_eq!(set_switches(&p, json!({"reads": "local", "retired": true})).await.0, StatusCode::BAD_REQUEST);
+    let (status, view) = set_switches(&p, json!({"reads": "service", "url": p.service.base, "retired": true})).await;
+    assert_eq!((status, view["retired"].as_bool()), (StatusCode::OK, Some(true)));
+    let (status, body) = get(&p.client, format!("{}/api/products/1", p.shop.base)).await;
+    assert_eq!(status, StatusCode::GONE, "{body}");
+    assert_eq!(get(&p.client, format!("{}/api/categories", p.shop.base)).await.0, StatusCode::GONE);
+    assert_eq!(
+        get(&p.client, format!("{}/api/inventory/1", p.shop.base)).await.0,
+        StatusCode::OK,
+        "only the catalog retires"
+    );
     p.service.stop().await;
     p.shop.stop().await;
 }
