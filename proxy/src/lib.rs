@@ -1,3 +1,28 @@
-//! ficus-proxy: the strangler-fig routing proxy on Pingora.
+//! ficus-proxy: the strangler-fig routing proxy on Pingora. It stands in front of the monolith
+//! and sends each endpoint to the monolith or to its new service according to the endpoint's
+//! migration stage.
 //!
-//! Not built yet: see the proxy issue. `ficus proxy` says so and exits 2.
+//! Map: [`config`] (ficus.toml, raw → validated), [`normalize`] (request paths), [`router`] (the
+//! pure routing decision `select`), [`upstream`] (pools, health checks, circuit breakers),
+//! [`service`] (Pingora's `ProxyHttp` hooks), [`state`] (the live state and its write-back),
+//! [`admin`] (the admin API), [`server`] (start and stop, in-process or from the command line),
+//! [`metrics`] (Prometheus), [`client`] (the admin API's client for the command line).
+
+pub mod admin;
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod normalize;
+pub mod router;
+pub mod server;
+pub mod service;
+pub mod state;
+pub mod upstream;
+
+pub use client::AdminClient;
+pub use config::Config;
+pub use error::{ConfigError, ProxyError};
+pub use router::{Decision, RequestHead, RouteTable, select};
+pub use server::{RunningProxy, StartOptions, Stop};
+pub use state::{RouteView, Shared};

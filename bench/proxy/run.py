@@ -1,0 +1,214 @@
+#!/usr/bin/env python3
+"""Proxy benchmark on loopback, in one run, with wrk: direct to the upstream, nginx as a reverse
+proxy, a bare Pingora proxy (the floor), ficus with 1 route and with 1,000 routes (metrics on).
+Reports req/s, p50/p99 latency and peak memory (VmHWM) of each proxy, and the ratios.
+
+Run from the workspace root:  python3 bench/proxy/run.py [--duration 10] [--connections 50]
+Installs nginx and wrk from Debian's packages when they are missing (needs root)."""
+import argparse, os, re, shutil, signal, socket, subprocess, sys, tempfile, time, urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TARGET = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
+PROFILE = "bench-proxy"
+procs = []
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, check=True, **kw)
+
+
+def ensure_tools():
+    missing = [p for p in ("nginx", "wrk") if shutil.which(p) is None and not os.path.exists(f"/usr/sbin/{p}")]
+    if missing:
+        print(f"== installing {' '.join(missing)}", flush=True)
+        sh(["apt-get", "update", "-qq"])
+        sh(["apt-get", "install", "-y", "-qq"] + missing, env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def start(cmd, log):
+    p = subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+    procs.append(p)
+    return p
+
+
+def stop_all():
+    for p in procs:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM)
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+
+
+def wait_http(url, timeout=30):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        try:
+            urllib.request.urlopen(url, timeout=1).read()
+            return
+        except Exception:
+            time.sleep(0.1)
+    sys.exit(f"no answer from {url}")
+
+
+def nginx(conf_dir, body):
+    os.makedirs(os.path.join(conf_dir, "logs"), exist_ok=True)
+    conf = os.path.join(conf_dir, "nginx.conf")
+    open(conf, "w").write(f"""worker_processes 1;
+daemon off;
+user root;
+pid {conf_dir}/nginx.pid;
+error_log stderr warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {conf_dir}/body; proxy_temp_path {conf_dir}/proxy;
+  fastcgi_temp_path {conf_dir}/fcgi; uwsgi_temp_path {conf_dir}/uwsgi; scgi_temp_path {conf_dir}/scgi;
+  keepalive_requests 1000000;
+  {body}
+}}
+""")
+    return ["nginx", "-p", conf_dir, "-c", conf]
+
+
+def pids_of(p):
+    """The process and its children (nginx workers)."""
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(p.pid)], capture_output=True, text=True).stdout
+    return [p.pid] + [int(x) for x in out.split()]
+
+
+def peak_kib(pids):
+    total = 0
+    for pid in pids:
+        try:
+            m = re.search(r"VmHWM:\s+(\d+) kB", open(f"/proc/{pid}/status").read())
+            total += int(m.group(1)) if m else 0
+        except OSError:
+            pass
+    return total
+
+
+def wrk(url, duration, connections, headers=()):
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
+    for h in headers:
+        cmd += ["-H", h]
+    out = subprocess.run(cmd + [url], capture_output=True, text=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    def lat(pct):
+        m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        v, unit = float(m.group(1)), m.group(2)
+        return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    return {"rps": rps, "p50": lat(50), "p99": lat(99), "non2xx": int(errors.group(1)) if errors else 0,
+            "socket_errors": socket_errors.group(1) if socket_errors else ""}
+
+
+def ficus_config(path, listen, admin, upstream, routes):
+    lines = ["version = 1", "[listen]", f'http = "{listen}"', f'admin = "{admin}"', "[server]", "threads = 1",
+             "work_stealing = false", "grace_period_seconds = 0", "[upstreams.monolith]", f'addrs = ["{upstream}"]',
+             "[upstreams.svc]", f'addrs = ["{upstream}"]', "[default]", 'upstream = "monolith"']
+    for i in range(routes):
+        lines += ["[[routes]]", f'name = "r{i}"', f'path = "/api/v{i}/items/{{id}}"', 'methods = ["GET"]',
+                  'upstream = "svc"', 'stage = "canary"', "percent = 50", 'cohort = "header:x-user-id"']
+    open(path, "w").write("\n".join(lines) + "\n")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--connections", type=int, default=50)
+    ap.add_argument("--rounds", type=int, default=3, help="measure every target this many times, report medians")
+    ap.add_argument("--no-build", action="store_true")
+    args = ap.parse_args()
+    ensure_tools()
+    env = dict(os.environ, CARGO_TARGET_DIR=TARGET)
+    if not args.no_build:
+        print(f"== building ficus and the bare Pingora example (profile {PROFILE})", flush=True)
+        sh(["cargo", "build", "--quiet", "--profile", PROFILE, "-p", "ficus"], cwd=ROOT, env=env)
+        sh(["cargo", "build", "--quiet", "--profile", PROFILE, "-p", "ficus-proxy", "--example", "bare"], cwd=ROOT, env=env)
+    bindir = os.path.join(TARGET, PROFILE)
+    work = tempfile.mkdtemp(prefix="ficus-bench-")
+    up, ngx, bare, f1, f1a, f1000, f1000a = (free_port() for _ in range(7))
+    upstream = f"127.0.0.1:{up}"
+    start(nginx(os.path.join(work, "upstream"),
+                f'server {{ listen {upstream}; location / {{ return 200 "hello from the upstream\\n"; }} }}'),
+          os.path.join(work, "upstream.log"))
+    wait_http(f"http://{upstream}/")
+    servers = {
+        "nginx": start(nginx(os.path.join(work, "nginx"), f"""
+  upstream u {{ server {upstream}; keepalive 64; }}
+  server {{ listen 127.0.0.1:{ngx};
+    location / {{ proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection ""; }} }}"""),
+                       os.path.join(work, "nginx.log")),
+        "bare pingora": start([os.path.join(bindir, "examples", "bare"), f"127.0.0.1:{bare}", upstream, "1"],
+                              os.path.join(work, "bare.log")),
+    }
+    for name, routes, port, admin in (("ficus, 1 route", 1, f1, f1a), ("ficus, 1000 routes", 1000, f1000, f1000a)):
+        cfg = os.path.join(work, f"ficus-{routes}.toml")
+        ficus_config(cfg, f"127.0.0.1:{port}", f"127.0.0.1:{admin}", upstream, routes)
+        servers[name] = start([os.path.join(bindir, "ficus"), "proxy", "--config", cfg],
+                              os.path.join(work, f"ficus-{routes}.log"))
+        wait_http(f"http://127.0.0.1:{admin}/healthz")
+    ports = {"nginx": ngx, "bare pingora": bare, "ficus, 1 route": f1, "ficus, 1000 routes": f1000}
+    for name, port in ports.items():
+        wait_http(f"http://127.0.0.1:{port}/api/v0/items/1")
+
+    # Every route is a 50 % canary on the cohort header; the last route is matched.
+    path = {"ficus, 1000 routes": "/api/v999/items/1"}
+    headers = ["x-user-id: 42"]
+    targets = [("direct", upstream, None)] + [(n, f"127.0.0.1:{p}", servers[n]) for n, p in ports.items()]
+    runs = {name: [] for name, _, _ in targets}
+    # Rounds interleave the targets so that a burst of load from elsewhere on the machine does not
+    # land on one target only; the median of each figure is reported.
+    for round_ in range(args.rounds):
+        for name, addr, proc in targets:
+            url = f"http://{addr}{path.get(name, '/api/v0/items/1')}"
+            if round_ == 0:
+                wrk(url, 2, args.connections, headers)  # warm-up
+            r = wrk(url, args.duration, args.connections, headers)
+            r["mem_mib"] = peak_kib(pids_of(proc)) / 1024 if proc else None
+            runs[name].append(r)
+            mem = "-" if r["mem_mib"] is None else "%.1f MiB" % r["mem_mib"]
+            extra = ("  non-2xx %d" % r["non2xx"] if r["non2xx"] else "") + (
+                "  socket errors: " + r["socket_errors"] if r["socket_errors"] else "")
+            print(f"round {round_ + 1}  {name:20} {r['rps']:>10.0f} req/s  p50 {r['p50']:.3f} ms  "
+                  f"p99 {r['p99']:.3f} ms  peak {mem}{extra}", flush=True)
+    results = {}
+    for name, rs in runs.items():
+        med = lambda k: sorted(r[k] for r in rs)[len(rs) // 2]
+        results[name] = {"rps": med("rps"), "p50": med("p50"), "p99": med("p99"),
+                         "mem_mib": None if rs[0]["mem_mib"] is None else max(r["mem_mib"] for r in rs)}
+    stop_all()
+
+    bare_r, ngx_r, f1000_r = results["bare pingora"], results["nginx"], results["ficus, 1000 routes"]
+    print()
+    print(f"medians of {args.rounds} rounds of {args.duration} s, wrk -t1 -c{args.connections}; "
+          "proxies with 1 worker thread")
+    print("| target | req/s | p50 ms | p99 ms | peak memory |")
+    print("|---|---:|---:|---:|---:|")
+    for name, r in results.items():
+        mem = "-" if r["mem_mib"] is None else f"{r['mem_mib']:.1f} MiB"
+        print(f"| {name} | {r['rps']:.0f} | {r['p50']:.3f} | {r['p99']:.3f} | {mem} |")
+    print()
+    print(f"ficus 1000 routes / bare pingora throughput: {f1000_r['rps'] / bare_r['rps']:.3f} (target >= 0.95)")
+    print(f"ficus 1 route / bare pingora throughput:     {results['ficus, 1 route']['rps'] / bare_r['rps']:.3f}")
+    print(f"ficus 1000 routes / nginx throughput:        {f1000_r['rps'] / ngx_r['rps']:.3f}")
+    print(f"ficus 1000 routes p99 / nginx p99:           {f1000_r['p99'] / ngx_r['p99']:.3f} (target <= 1)")
+    print(f"ficus 1000 routes peak memory:               {f1000_r['mem_mib']:.1f} MiB (target < 64)")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    finally:
+        stop_all()

@@ -1,0 +1,133 @@
+//! The admin API (axum, on its own listener and runtime): health, routes, stage changes with
+//! write-back, reload and Prometheus metrics. Everything but `/healthz` needs
+//! `Authorization: Bearer <token>` when a token is set.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::error::ProxyError;
+use crate::state::{Reloaded, Shared};
+
+#[derive(Clone)]
+struct AdminState {
+    shared: Arc<Shared>,
+    token: Option<Arc<str>>,
+}
+
+/// The body of `PUT /routes/{name}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageChange {
+    /// monolith | shadow | canary | service
+    pub stage: String,
+    /// Share of cohorts for canary (0..=100); unchanged when absent.
+    pub percent: Option<f64>,
+}
+
+/// The admin API's router.
+pub fn router(shared: Arc<Shared>, token: Option<String>) -> Router {
+    let state = AdminState { shared, token: token.map(Arc::from) };
+    let protected = Router::new()
+        .route("/routes", get(list_routes))
+        .route("/routes/{name}", put(set_stage).get(get_route))
+        .route("/reload", post(reload))
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth));
+    Router::new().route("/healthz", get(|| async { "ok\n" })).merge(protected).with_state(state)
+}
+
+fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
+    (status, axum::Json(json!({ "error": message.to_string() }))).into_response()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn auth(State(state): State<AdminState>, headers: HeaderMap, request: Request, next: Next) -> Response {
+    if let Some(token) = &state.token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+            let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token (FICUS_ADMIN_TOKEN)");
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static"));
+            return r;
+        }
+    }
+    next.run(request).await
+}
+
+async fn list_routes(State(state): State<AdminState>) -> Response {
+    axum::Json(json!({ "routes": state.shared.routes() })).into_response()
+}
+
+async fn get_route(State(state): State<AdminState>, Path(name): Path<String>) -> Response {
+    match state.shared.route(&name) {
+        Some(r) => axum::Json(r).into_response(),
+        None => error(StatusCode::NOT_FOUND, ProxyError::UnknownRoute(name)),
+    }
+}
+
+fn status_of(e: &ProxyError) -> StatusCode {
+    match e {
+        ProxyError::UnknownRoute(_) => StatusCode::NOT_FOUND,
+        ProxyError::InvalidChange(_) => StatusCode::BAD_REQUEST,
+        ProxyError::Config(_) => StatusCode::CONFLICT,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+async fn set_stage(State(state): State<AdminState>, Path(name): Path<String>, body: Bytes) -> Response {
+    let change: StageChange = match serde_json::from_slice(&body) {
+        Ok(c) => c,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("body must be {{\"stage\": …, \"percent\": …}}: {e}")),
+    };
+    let shared = state.shared.clone();
+    // File I/O: off the async threads.
+    let result = tokio::task::spawn_blocking(move || shared.set_stage(&name, &change.stage, change.percent)).await;
+    match result {
+        Ok(Ok(route)) => {
+            tracing::info!(route = %route.name, stage = %route.stage, percent = route.percent, "stage changed");
+            axum::Json(route).into_response()
+        }
+        Ok(Err(e)) => {
+            tracing::warn!("stage change refused: {e}");
+            error(status_of(&e), e)
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+async fn reload(State(state): State<AdminState>) -> Response {
+    let shared = state.shared.clone();
+    match tokio::task::spawn_blocking(move || shared.reload()).await {
+        Ok(Ok(outcome)) => {
+            if outcome == Reloaded::Applied {
+                tracing::info!("config reloaded (POST /reload)");
+            }
+            axum::Json(json!({ "reloaded": outcome == Reloaded::Applied })).into_response()
+        }
+        Ok(Err(e)) => {
+            tracing::error!("config refused, keeping the last good one: {e}");
+            let status = if matches!(e, ProxyError::Config(_)) { StatusCode::BAD_REQUEST } else { status_of(&e) };
+            error(status, e)
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+async fn metrics(State(state): State<AdminState>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.shared.metrics.render()).into_response()
+}

@@ -1,0 +1,774 @@
+//! `ficus.toml`: parsed raw with serde (keeping source spans), then validated into types that
+//! cannot hold an invalid state. Every error names the file and the line to fix.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Method};
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::error::{ConfigError, ProxyError};
+
+/// The only config version this build understands.
+pub const CONFIG_VERSION: i64 = 1;
+
+// ---------------------------------------------------------------------------------------------
+// Raw form: exactly what the file says.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    version: Option<Spanned<i64>>,
+    listen: Spanned<RawListen>,
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    proxy: RawProxy,
+    #[serde(default)]
+    upstreams: BTreeMap<String, Spanned<RawUpstream>>,
+    default: Option<Spanned<RawDefault>>,
+    #[serde(default)]
+    routes: Vec<Spanned<RawRoute>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListen {
+    http: Spanned<String>,
+    admin: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    threads: Option<Spanned<i64>>,
+    work_stealing: Option<bool>,
+    grace_period_seconds: Option<u64>,
+    graceful_shutdown_timeout_seconds: Option<u64>,
+    upgrade_sock: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawProxy {
+    upstream_header: Option<bool>,
+    force_header: Option<bool>,
+    max_header_bytes: Option<Spanned<i64>>,
+    health_interval_ms: Option<Spanned<i64>>,
+    breaker_failures: Option<Spanned<i64>>,
+    breaker_cooldown_ms: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    addrs: Spanned<Vec<Spanned<String>>>,
+    health: Option<Spanned<String>>,
+    connect_timeout_ms: Option<Spanned<i64>>,
+    read_timeout_ms: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDefault {
+    upstream: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    name: Spanned<String>,
+    path: Spanned<String>,
+    methods: Option<Spanned<Vec<String>>>,
+    header: Option<Spanned<String>>,
+    upstream: Spanned<String>,
+    stage: Option<Spanned<String>>,
+    percent: Option<Spanned<f64>>,
+    cohort: Option<Spanned<String>>,
+    fallback: Option<bool>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validated form.
+
+/// A validated proxy configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Where the proxy listens.
+    pub listen: Listen,
+    /// Pingora server settings.
+    pub server: ServerOptions,
+    /// Behaviour switches of the proxy.
+    pub proxy: ProxyOptions,
+    /// The upstreams, sorted by name.
+    pub upstreams: Vec<UpstreamSpec>,
+    /// Index into `upstreams` of the upstream that serves every unmatched request (the monolith).
+    pub default_upstream: usize,
+    /// The routes in file order.
+    pub routes: Vec<RouteSpec>,
+}
+
+/// Listen addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listen {
+    /// Proxied traffic.
+    pub http: SocketAddr,
+    /// The admin API; none when absent from the file.
+    pub admin: Option<SocketAddr>,
+}
+
+/// Settings passed to Pingora's server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerOptions {
+    /// Worker threads; `None` means the number of cores.
+    pub threads: Option<usize>,
+    /// Tokio work stealing between worker threads.
+    pub work_stealing: bool,
+    /// On SIGTERM, how long to keep serving in-flight requests before the runtimes stop.
+    pub grace_period: Duration,
+    /// After the grace period, how long the runtimes get to finish.
+    pub graceful_shutdown_timeout: Duration,
+    /// Unix socket used to hand the listening sockets to a new process (`--upgrade`).
+    pub upgrade_sock: String,
+}
+
+/// Behaviour switches of the proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyOptions {
+    /// Add `x-ficus-upstream` to every response.
+    pub upstream_header: bool,
+    /// Honour `x-ficus-force: service|monolith`.
+    pub force_header: bool,
+    /// Request heads larger than this are refused with 431.
+    pub max_header_bytes: usize,
+    /// Period of the active health checks.
+    pub health_interval: Duration,
+    /// Consecutive failures that open an address's circuit breaker.
+    pub breaker_failures: u32,
+    /// How long an open breaker keeps the address out before one probe request is let through.
+    pub breaker_cooldown: Duration,
+}
+
+/// One upstream: a named set of addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamSpec {
+    /// Its name, as routes and `x-ficus-upstream` give it.
+    pub name: String,
+    /// Its addresses (at least one).
+    pub addrs: Vec<SocketAddr>,
+    /// Path of its HTTP health check; without one a TCP connect is the check.
+    pub health: Option<String>,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Read timeout (time to first byte and between reads).
+    pub read_timeout: Duration,
+}
+
+/// A route's migration stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    /// Everything goes to the monolith.
+    Monolith,
+    /// Not built yet: routed to the monolith (see the shadow issue).
+    Shadow,
+    /// A sticky share of cohorts goes to the service.
+    Canary,
+    /// Everything goes to the service.
+    Service,
+}
+
+impl Stage {
+    /// Parses `monolith | shadow | canary | service`.
+    pub fn parse(s: &str) -> Option<Stage> {
+        match s {
+            "monolith" => Some(Stage::Monolith),
+            "shadow" => Some(Stage::Shadow),
+            "canary" => Some(Stage::Canary),
+            "service" => Some(Stage::Service),
+            _ => None,
+        }
+    }
+
+    /// The name used in the file and the admin API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Monolith => "monolith",
+            Stage::Shadow => "shadow",
+            Stage::Canary => "canary",
+            Stage::Service => "service",
+        }
+    }
+}
+
+/// A share in basis points (0..=10 000), so that `percent = 12.5` is exact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Percent(u16);
+
+impl Percent {
+    /// Builds from a percentage in 0..=100 with at most two decimals.
+    pub fn from_percent(p: f64) -> Option<Percent> {
+        if !(0.0..=100.0).contains(&p) {
+            return None;
+        }
+        let bp = (p * 100.0).round();
+        Some(Percent(bp as u16))
+    }
+
+    /// Basis points, 0..=10 000.
+    pub fn basis_points(self) -> u16 {
+        self.0
+    }
+
+    /// As a percentage.
+    pub fn as_percent(self) -> f64 {
+        f64::from(self.0) / 100.0
+    }
+}
+
+/// Where a route's sticky cohort key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cohort {
+    /// A request header.
+    Header(HeaderName),
+    /// A cookie.
+    Cookie(String),
+    /// The client's IP address.
+    Ip,
+}
+
+impl Cohort {
+    /// Parses `header:NAME | cookie:NAME | ip`.
+    pub fn parse(s: &str) -> Option<Cohort> {
+        if s == "ip" {
+            return Some(Cohort::Ip);
+        }
+        if let Some(name) = s.strip_prefix("header:") {
+            return HeaderName::from_bytes(name.trim().as_bytes()).ok().map(Cohort::Header);
+        }
+        if let Some(name) = s.strip_prefix("cookie:") {
+            let name = name.trim();
+            if !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && !b"=;,".contains(&b)) {
+                return Some(Cohort::Cookie(name.to_owned()));
+            }
+        }
+        None
+    }
+}
+
+impl std::fmt::Display for Cohort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cohort::Header(h) => write!(f, "header:{h}"),
+            Cohort::Cookie(c) => write!(f, "cookie:{c}"),
+            Cohort::Ip => f.write_str("ip"),
+        }
+    }
+}
+
+/// A header a request must carry for a route to match: `NAME` (present) or `NAME: VALUE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderMatch {
+    /// The header.
+    pub name: HeaderName,
+    /// The exact value, or any value when `None`.
+    pub value: Option<HeaderValue>,
+}
+
+impl std::fmt::Display for HeaderMatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.value {
+            Some(v) => write!(f, "{}: {}", self.name, v.to_str().unwrap_or("?")),
+            None => write!(f, "{}", self.name),
+        }
+    }
+}
+
+/// One segment of a path template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Segment {
+    /// Literal text.
+    Static(String),
+    /// `{name}`: one segment.
+    Param,
+    /// `{*name}`: the rest of the path (one or more characters), last only.
+    CatchAll,
+}
+
+/// A validated path template: `/exact`, `{param}` segments and a final `{*rest}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathTemplate {
+    text: String,
+    segments: Vec<Segment>,
+}
+
+impl PathTemplate {
+    /// Parses and validates a template.
+    pub fn parse(text: &str) -> Result<PathTemplate, String> {
+        let Some(rest) = text.strip_prefix('/') else {
+            return Err(format!("path `{text}` must start with '/'"));
+        };
+        let mut segments = Vec::new();
+        let parts: Vec<&str> = if rest.is_empty() { Vec::new() } else { rest.split('/').collect() };
+        for (i, part) in parts.iter().enumerate() {
+            let last = i + 1 == parts.len();
+            if let Some(inner) = part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+                let (catch_all, name) = match inner.strip_prefix('*') {
+                    Some(n) => (true, n),
+                    None => (false, inner),
+                };
+                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                    return Err(format!("path `{text}`: `{part}` is not a valid {{param}} or {{*rest}} segment"));
+                }
+                if catch_all && !last {
+                    return Err(format!("path `{text}`: {{*{name}}} must be the last segment"));
+                }
+                segments.push(if catch_all { Segment::CatchAll } else { Segment::Param });
+            } else {
+                if part.contains(['{', '}']) {
+                    return Err(format!(
+                        "path `{text}`: a segment is either literal text or a whole {{param}} / {{*rest}}"
+                    ));
+                }
+                if part.is_empty() && !last {
+                    return Err(format!("path `{text}` has an empty segment (`//`)"));
+                }
+                if *part == "." || *part == ".." {
+                    return Err(format!("path `{text}` has a dot segment; paths are matched after normalisation"));
+                }
+                if crate::normalize::normalize_path(&format!("/{part}"))
+                    .map(|p| p.len() != part.len() + 1)
+                    .unwrap_or(true)
+                {
+                    return Err(format!("path `{text}`: segment `{part}` is not in normal form"));
+                }
+                segments.push(Segment::Static((*part).to_owned()));
+            }
+        }
+        Ok(PathTemplate { text: text.to_owned(), segments })
+    }
+
+    /// The template as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The parsed segments.
+    pub fn segments(&self) -> &[Segment] {
+        &self.segments
+    }
+}
+
+/// One validated route.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteSpec {
+    /// Unique name.
+    pub name: String,
+    /// The path template.
+    pub path: PathTemplate,
+    /// Methods it matches; `None` = all.
+    pub methods: Option<Vec<Method>>,
+    /// A header the request must carry.
+    pub header: Option<HeaderMatch>,
+    /// Index into [`Config::upstreams`] of the new service.
+    pub upstream: usize,
+    /// Migration stage.
+    pub stage: Stage,
+    /// Share of cohorts for the service in canary.
+    pub percent: Percent,
+    /// Sticky cohort key.
+    pub cohort: Cohort,
+    /// Serve idempotent requests from the monolith when the service fails before answering.
+    pub fallback: bool,
+    /// Line of the route's `[[routes]]` table in the file.
+    pub line: usize,
+}
+
+impl Config {
+    /// Reads and validates the config file.
+    pub fn load(path: &Path) -> Result<(Config, String), ProxyError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ProxyError::Io { path: path.to_owned(), source })?;
+        let config = Config::parse(&text, path)?;
+        Ok((config, text))
+    }
+
+    /// Parses and validates config text; `file` is only used in error messages.
+    pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
+        let v = Validator { file, text };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| v.line(s.start)).unwrap_or(1);
+            v.err_line(line, e.message().trim().to_owned())
+        })?;
+        v.validate(raw)
+    }
+
+    /// The upstream with this name.
+    pub fn upstream_index(&self, name: &str) -> Option<usize> {
+        self.upstreams.iter().position(|u| u.name == name)
+    }
+}
+
+struct Validator<'a> {
+    file: &'a Path,
+    text: &'a str,
+}
+
+impl Validator<'_> {
+    fn line(&self, offset: usize) -> usize {
+        let end = offset.min(self.text.len());
+        self.text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+    }
+
+    fn err_line(&self, line: usize, reason: String) -> ConfigError {
+        ConfigError { file: self.file.to_owned(), line, reason }
+    }
+
+    fn err(&self, span: Range<usize>, reason: impl Into<String>) -> ConfigError {
+        self.err_line(self.line(span.start), reason.into())
+    }
+
+    fn positive(&self, v: &Option<Spanned<i64>>, what: &str, default: i64, max: i64) -> Result<i64, ConfigError> {
+        match v {
+            None => Ok(default),
+            Some(s) if (1..=max).contains(s.get_ref()) => Ok(*s.get_ref()),
+            Some(s) => Err(self.err(s.span(), format!("{what} must be between 1 and {max}"))),
+        }
+    }
+
+    fn validate(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        match &raw.version {
+            None => return Err(self.err_line(1, format!("missing `version = {CONFIG_VERSION}` at the top"))),
+            Some(v) if *v.get_ref() != CONFIG_VERSION => {
+                return Err(self.err(
+                    v.span(),
+                    format!("unsupported config version {}; this ficus reads version {CONFIG_VERSION}", v.get_ref()),
+                ));
+            }
+            Some(_) => {}
+        }
+        let listen_span = raw.listen.span();
+        let raw_listen = raw.listen.into_inner();
+        let addr = |s: &Spanned<String>, what: &str| -> Result<SocketAddr, ConfigError> {
+            s.get_ref()
+                .parse()
+                .map_err(|_| self.err(s.span(), format!("{what} `{}` is not an IP:port address", s.get_ref())))
+        };
+        let listen = Listen {
+            http: addr(&raw_listen.http, "listen.http")?,
+            admin: raw_listen.admin.as_ref().map(|a| addr(a, "listen.admin")).transpose()?,
+        };
+        if Some(listen.http) == listen.admin && listen.http.port() != 0 {
+            return Err(self.err(listen_span, "listen.http and listen.admin must differ"));
+        }
+
+        let threads = raw
+            .server
+            .threads
+            .as_ref()
+            .map(|t| {
+                if (1..=1024).contains(t.get_ref()) {
+                    Ok(*t.get_ref() as usize)
+                } else {
+                    Err(self.err(t.span(), "server.threads must be between 1 and 1024"))
+                }
+            })
+            .transpose()?;
+        let server = ServerOptions {
+            threads,
+            work_stealing: raw.server.work_stealing.unwrap_or(true),
+            grace_period: Duration::from_secs(raw.server.grace_period_seconds.unwrap_or(3)),
+            graceful_shutdown_timeout: Duration::from_secs(raw.server.graceful_shutdown_timeout_seconds.unwrap_or(5)),
+            upgrade_sock: raw.server.upgrade_sock.unwrap_or_else(|| "/tmp/ficus_upgrade.sock".to_owned()),
+        };
+        let proxy = ProxyOptions {
+            upstream_header: raw.proxy.upstream_header.unwrap_or(true),
+            force_header: raw.proxy.force_header.unwrap_or(true),
+            max_header_bytes: self.positive(
+                &raw.proxy.max_header_bytes,
+                "proxy.max_header_bytes",
+                64 * 1024,
+                1 << 20,
+            )? as usize,
+            health_interval: Duration::from_millis(self.positive(
+                &raw.proxy.health_interval_ms,
+                "proxy.health_interval_ms",
+                1000,
+                3_600_000,
+            )? as u64),
+            breaker_failures: self.positive(&raw.proxy.breaker_failures, "proxy.breaker_failures", 5, 1_000_000)?
+                as u32,
+            breaker_cooldown: Duration::from_millis(self.positive(
+                &raw.proxy.breaker_cooldown_ms,
+                "proxy.breaker_cooldown_ms",
+                2000,
+                3_600_000,
+            )? as u64),
+        };
+
+        let mut upstreams = Vec::new();
+        for (name, spanned) in &raw.upstreams {
+            let span = spanned.span();
+            let u = spanned.get_ref();
+            if !valid_name(name) {
+                return Err(self.err(span, format!("upstream name `{name}` may hold only letters, digits, - and _")));
+            }
+            if u.addrs.get_ref().is_empty() {
+                return Err(self.err(u.addrs.span(), format!("upstream `{name}` needs at least one address")));
+            }
+            let mut addrs = Vec::new();
+            for a in u.addrs.get_ref() {
+                let parsed = addr(a, &format!("upstream `{name}` address"))?;
+                if addrs.contains(&parsed) {
+                    return Err(self.err(a.span(), format!("upstream `{name}` lists {parsed} twice")));
+                }
+                addrs.push(parsed);
+            }
+            let health = match &u.health {
+                Some(h) if h.get_ref().starts_with('/') && h.get_ref().bytes().all(|b| b.is_ascii_graphic()) => {
+                    Some(h.get_ref().clone())
+                }
+                Some(h) => {
+                    return Err(self.err(h.span(), format!("upstream `{name}`: health must be a path like /healthz")));
+                }
+                None => None,
+            };
+            upstreams.push(UpstreamSpec {
+                name: name.clone(),
+                addrs,
+                health,
+                connect_timeout: Duration::from_millis(self.positive(
+                    &u.connect_timeout_ms,
+                    "connect_timeout_ms",
+                    1000,
+                    600_000,
+                )? as u64),
+                read_timeout: Duration::from_millis(self.positive(
+                    &u.read_timeout_ms,
+                    "read_timeout_ms",
+                    30_000,
+                    3_600_000,
+                )? as u64),
+            });
+        }
+        let upstream_index = |s: &Spanned<String>| -> Result<usize, ConfigError> {
+            upstreams.iter().position(|u| &u.name == s.get_ref()).ok_or_else(|| {
+                let known: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
+                self.err(s.span(), format!("unknown upstream `{}` (known: {})", s.get_ref(), known.join(", ")))
+            })
+        };
+        let Some(default) = raw.default.as_ref() else {
+            return Err(self.err_line(1, "missing [default] upstream = \"…\" (where unmatched requests go)".to_owned()));
+        };
+        let default_upstream = upstream_index(&default.get_ref().upstream)?;
+
+        let mut routes = Vec::new();
+        let mut names = HashSet::new();
+        for spanned in &raw.routes {
+            let line = self.line(spanned.span().start);
+            let r = spanned.get_ref();
+            let name = r.name.get_ref();
+            if !valid_name(name) {
+                return Err(
+                    self.err(r.name.span(), format!("route name `{name}` may hold only letters, digits, - and _"))
+                );
+            }
+            if !names.insert(name.clone()) {
+                return Err(self.err(r.name.span(), format!("route name `{name}` is used twice")));
+            }
+            let path = PathTemplate::parse(r.path.get_ref())
+                .map_err(|e| self.err(r.path.span(), format!("route `{name}`: {e}")))?;
+            let methods = match &r.methods {
+                None => None,
+                Some(m) => {
+                    if m.get_ref().is_empty() {
+                        return Err(
+                            self.err(m.span(), format!("route `{name}`: methods is empty; leave it out for all"))
+                        );
+                    }
+                    let mut out = Vec::new();
+                    for s in m.get_ref() {
+                        let up = s.to_ascii_uppercase();
+                        let method = Method::from_bytes(up.as_bytes())
+                            .map_err(|_| self.err(m.span(), format!("route `{name}`: `{s}` is not an HTTP method")))?;
+                        out.push(method);
+                    }
+                    Some(out)
+                }
+            };
+            let header = match &r.header {
+                None => None,
+                Some(h) => Some(parse_header_match(h.get_ref()).ok_or_else(|| {
+                    self.err(h.span(), format!("route `{name}`: header must be `NAME` or `NAME: VALUE`"))
+                })?),
+            };
+            let upstream = upstream_index(&r.upstream)?;
+            let stage = match &r.stage {
+                None => Stage::Monolith,
+                Some(s) => Stage::parse(s.get_ref()).ok_or_else(|| {
+                    self.err(
+                        s.span(),
+                        format!(
+                            "route `{name}`: stage `{}` is not one of monolith, shadow, canary, service",
+                            s.get_ref()
+                        ),
+                    )
+                })?,
+            };
+            let percent = match &r.percent {
+                None => Percent::default(),
+                Some(p) => Percent::from_percent(*p.get_ref())
+                    .ok_or_else(|| self.err(p.span(), format!("route `{name}`: percent must be between 0 and 100")))?,
+            };
+            let cohort = match &r.cohort {
+                None => Cohort::Ip,
+                Some(c) => Cohort::parse(c.get_ref()).ok_or_else(|| {
+                    self.err(c.span(), format!("route `{name}`: cohort must be header:NAME, cookie:NAME or ip"))
+                })?,
+            };
+            routes.push(RouteSpec {
+                name: name.clone(),
+                path,
+                methods,
+                header,
+                upstream,
+                stage,
+                percent,
+                cohort,
+                fallback: r.fallback.unwrap_or(false),
+                line,
+            });
+        }
+        Ok(Config { listen, server, proxy, upstreams, default_upstream, routes })
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn parse_header_match(s: &str) -> Option<HeaderMatch> {
+    let (name, value) = match s.split_once(':') {
+        Some((n, v)) => (n.trim(), Some(v.trim())),
+        None => (s.trim(), None),
+    };
+    let name = HeaderName::from_bytes(name.as_bytes()).ok()?;
+    let value = value.map(HeaderValue::from_str).transpose().ok()?;
+    Some(HeaderMatch { name, value })
+}
+
+/// The config file's path made absolute, so reloads do not depend on the working directory.
+pub fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"version = 1
+
+[listen]
+http = "127.0.0.1:0"
+admin = "127.0.0.1:0"
+
+[upstreams.monolith]
+addrs = ["127.0.0.1:3000"]
+
+[upstreams.catalog]
+addrs = ["127.0.0.1:3101", "127.0.0.1:3102"]
+health = "/healthz"
+
+[default]
+upstream = "monolith"
+
+[[routes]]
+name = "catalog-read"
+path = "/api/products/{*rest}"
+methods = ["GET"]
+upstream = "catalog"
+stage = "canary"
+percent = 25
+cohort = "header:x-user-id"
+fallback = true
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("ficus.toml"))
+    }
+
+    #[test]
+    fn the_design_example_parses() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.upstreams.len(), 2);
+        assert_eq!(c.upstreams[c.default_upstream].name, "monolith");
+        let r = &c.routes[0];
+        assert_eq!(r.stage, Stage::Canary);
+        assert_eq!(r.percent.basis_points(), 2500);
+        assert_eq!(r.cohort, Cohort::Header(HeaderName::from_static("x-user-id")));
+        assert_eq!(r.line, 17);
+        assert!(r.fallback);
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let cases: &[(&str, &str, usize, &str)] = &[
+            ("bad stage", "stage = \"canary\"", 22, "stage `sideways`"),
+            ("bad percent", "percent = 25", 23, "percent must be between 0 and 100"),
+            ("unknown upstream", "upstream = \"catalog\"\nstage", 21, "unknown upstream `nope`"),
+            ("bad cohort", "cohort = \"header:x-user-id\"", 24, "cohort must be"),
+        ];
+        let replacements =
+            ["stage = \"sideways\"", "percent = 250", "upstream = \"nope\"\nstage", "cohort = \"elsewhere\""];
+        for ((what, from, line, reason), to) in cases.iter().zip(replacements) {
+            let text = GOOD.replace(from, to);
+            let err = parse(&text).expect_err(what);
+            assert_eq!(err.line, *line, "{what}: {err}");
+            assert!(err.reason.contains(reason), "{what}: {err}");
+            assert!(err.to_string().starts_with(&format!("ficus.toml:{line}: ")), "{err}");
+        }
+    }
+
+    #[test]
+    fn syntax_errors_name_the_line() {
+        let text = format!("{GOOD}\n[[routes]]\nname = 1\nstage = [\n");
+        let err = parse(&text).unwrap_err();
+        assert!(err.line >= 28, "{err}");
+    }
+
+    #[test]
+    fn version_is_required() {
+        let err = parse(&GOOD.replace("version = 1", "")).unwrap_err();
+        assert!(err.reason.contains("version"), "{err}");
+        let err = parse(&GOOD.replace("version = 1", "version = 2")).unwrap_err();
+        assert_eq!(err.line, 1);
+    }
+
+    #[test]
+    fn duplicate_route_names_are_refused() {
+        let dup = format!("{GOOD}\n[[routes]]\nname = \"catalog-read\"\npath = \"/x\"\nupstream = \"catalog\"\n");
+        let err = parse(&dup).unwrap_err();
+        assert!(err.reason.contains("used twice"), "{err}");
+        assert_eq!(err.line, 28);
+    }
+
+    #[test]
+    fn path_templates() {
+        assert!(PathTemplate::parse("/api/{id}/x/{*rest}").is_ok());
+        assert!(PathTemplate::parse("/").is_ok());
+        for bad in ["api", "/a/{*rest}/b", "/a/{}", "/a/x{id}", "/a//b", "/a/../b", "/a/%70"] {
+            assert!(PathTemplate::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn percent_is_in_basis_points() {
+        assert_eq!(Percent::from_percent(12.5).unwrap().basis_points(), 1250);
+        assert_eq!(Percent::from_percent(100.0).unwrap().basis_points(), 10_000);
+        assert!(Percent::from_percent(-1.0).is_none());
+        assert!(Percent::from_percent(100.5).is_none());
+        assert!(Percent::from_percent(f64::NAN).is_none());
+    }
+}

@@ -1,0 +1,406 @@
+//! The Pingora side: `FicusProxy` implements `ProxyHttp`. Its hooks normalise the path, call the
+//! pure [`crate::router::select`], pick a peer, fall back to the monolith when the service fails
+//! before answering, stamp `x-ficus-upstream`, and count everything. The hooks read route state
+//! from memory only (one lock-free `ArcSwap` load per request).
+
+use std::borrow::Cow;
+use std::hash::BuildHasher;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{HeaderValue, Method, StatusCode};
+use pingora::http::ResponseHeader;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorSource, ErrorType, Result};
+
+use crate::normalize::normalize_path;
+use crate::router::{Decision, RequestHead, Target, select};
+use crate::state::{Runtime, Shared};
+
+/// Response header naming the upstream that answered.
+pub const UPSTREAM_HEADER: &str = "x-ficus-upstream";
+const REQUEST_ID: &str = "x-request-id";
+const TRACEPARENT: &str = "traceparent";
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// The strangler-fig proxy logic handed to Pingora.
+pub struct FicusProxy {
+    shared: Arc<Shared>,
+}
+
+impl FicusProxy {
+    /// Wraps the shared state.
+    pub fn new(shared: Arc<Shared>) -> FicusProxy {
+        FicusProxy { shared }
+    }
+}
+
+/// Per-request state carried between the hooks.
+pub struct Ctx {
+    start: Instant,
+    rt: Option<Arc<Runtime>>,
+    decision: Option<Decision>,
+    /// Idempotent, on a service target whose route allows fallback.
+    can_fall_back: bool,
+    fell_back: bool,
+    /// Set by `upstream_response_filter` when a 5xx from the service is turned into a retry.
+    retry_on_monolith: bool,
+    /// A response head from the upstream was accepted: no retry after this.
+    answered: bool,
+    /// (upstream, endpoint) of the current attempt.
+    serving: Option<(usize, usize)>,
+    tries: usize,
+    generated_request_id: Option<HeaderValue>,
+}
+
+thread_local! {
+    /// Per-thread xorshift state, seeded from the OS-random `RandomState`.
+    static RNG: std::cell::Cell<u64> = std::cell::Cell::new(std::hash::RandomState::new().hash_one(0u64) | 1);
+}
+
+/// A fast per-thread pseudo-random number (xorshift64*): ids for tracing need to be unique and
+/// unpredictable enough, not cryptographic.
+fn random_u64() -> u64 {
+    RNG.with(|state| {
+        let mut x = state.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        state.set(x);
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    })
+}
+
+fn push_hex(out: &mut [u8], at: &mut usize, v: u64) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for shift in (0..16).rev() {
+        out[*at] = HEX[((v >> (shift * 4)) & 0xf) as usize];
+        *at += 1;
+    }
+}
+
+/// A new `x-request-id`: 32 random hex digits, built on the stack.
+fn new_request_id() -> HeaderValue {
+    let mut buf = [0u8; 32];
+    let mut at = 0;
+    push_hex(&mut buf, &mut at, random_u64());
+    push_hex(&mut buf, &mut at, random_u64());
+    HeaderValue::from_bytes(&buf).expect("hex is a valid header value")
+}
+
+/// A new W3C `traceparent`: `00-<32 hex trace id>-<16 hex parent id>-01`.
+fn new_traceparent() -> HeaderValue {
+    let mut buf = [0u8; 55];
+    buf[..3].copy_from_slice(b"00-");
+    let mut at = 3;
+    push_hex(&mut buf, &mut at, random_u64());
+    push_hex(&mut buf, &mut at, random_u64());
+    buf[at] = b'-';
+    at += 1;
+    push_hex(&mut buf, &mut at, random_u64());
+    buf[at..].copy_from_slice(b"-01");
+    HeaderValue::from_bytes(&buf).expect("hex is a valid header value")
+}
+
+fn class_code(e: &Error) -> u16 {
+    match e.etype() {
+        ErrorType::HTTPStatus(code) => *code,
+        _ => match e.esource() {
+            ErrorSource::Upstream => 502,
+            ErrorSource::Downstream => match e.etype() {
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                _ => 400,
+            },
+            ErrorSource::Internal | ErrorSource::Unset => 500,
+        },
+    }
+}
+
+impl FicusProxy {
+    async fn respond(&self, session: &mut Session, ctx: &Ctx, code: u16, message: &str) -> Result<()> {
+        let mut resp = ResponseHeader::build(code, Some(4))?;
+        let body = Bytes::from(format!("{message}\n"));
+        resp.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+        resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+        resp.insert_header(http::header::CACHE_CONTROL, "private, no-store")?;
+        if let (Some(rt), Some((upstream, _))) = (&ctx.rt, ctx.serving)
+            && rt.config.proxy.upstream_header
+        {
+            resp.insert_header(UPSTREAM_HEADER, rt.pools[upstream].header_value.clone())?;
+        }
+        session.set_keepalive(None);
+        session.write_response_header(Box::new(resp), false).await?;
+        session.write_response_body(Some(body), true).await
+    }
+
+    fn fallback_metric(ctx: &Ctx) {
+        if let (Some(rt), Some(Decision { route: Some(r), .. })) = (&ctx.rt, ctx.decision) {
+            rt.route_metrics[r].fallbacks.inc();
+        }
+    }
+
+    /// Switches the request to the monolith when allowed; true when it did.
+    fn try_fall_back(ctx: &mut Ctx) -> bool {
+        if ctx.can_fall_back && !ctx.fell_back && !ctx.answered {
+            ctx.fell_back = true;
+            Self::fallback_metric(ctx);
+            if let Some(Decision { route: Some(r), .. }) = ctx.decision
+                && let Some(rt) = &ctx.rt
+            {
+                tracing::warn!(route = %rt.config.routes[r].name, "service failed before answering: serving from the monolith");
+            }
+            true
+        } else {
+            false
+        }
+    }
+
+    fn breaker_failure(ctx: &Ctx) {
+        if let (Some(rt), Some((u, e))) = (&ctx.rt, ctx.serving) {
+            rt.pools[u].endpoints[e].breaker.failure();
+        }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for FicusProxy {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            start: Instant::now(),
+            rt: None,
+            decision: None,
+            can_fall_back: false,
+            fell_back: false,
+            retry_on_monolith: false,
+            answered: false,
+            serving: None,
+            tries: 0,
+            generated_request_id: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let rt = self.shared.current();
+        let max = rt.config.proxy.max_header_bytes;
+        ctx.rt = Some(rt);
+        let req = session.req_header();
+        let head_size: usize =
+            req.uri.path().len() + req.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum::<usize>();
+        if head_size > max {
+            self.respond(session, ctx, 431, "request header fields too large").await?;
+            return Ok(true);
+        }
+        // Route on the target as received: the parsed URI may have replaced bytes it could not hold.
+        let raw = req.raw_path();
+        let path = if raw.first() == Some(&b'/') {
+            std::str::from_utf8(raw).ok().and_then(|s| s.split(['?', '#']).next())
+        } else if raw.starts_with(b"http://") || raw.starts_with(b"https://") {
+            Some(req.uri.path())
+        } else {
+            None
+        };
+        let rewritten = match path.map(normalize_path) {
+            Some(Ok(Cow::Borrowed(p))) if p == req.uri.path() => None,
+            Some(Ok(p)) => Some(p.into_owned()),
+            Some(Err(e)) => {
+                self.respond(session, ctx, 400, &e.to_string()).await?;
+                return Ok(true);
+            }
+            None => {
+                self.respond(session, ctx, 400, "the request target must be a path starting with '/'").await?;
+                return Ok(true);
+            }
+        };
+        if let Some(path) = rewritten {
+            // Forward the normalised path so the upstream sees what was routed.
+            let mut target = path;
+            if let Some(q) = req.uri.query() {
+                target.push('?');
+                target.push_str(q);
+            }
+            match http::Uri::try_from(target) {
+                Ok(uri) => session.req_header_mut().set_uri(uri),
+                Err(_) => {
+                    self.respond(session, ctx, 400, "the request target is not a valid URI").await?;
+                    return Ok(true);
+                }
+            }
+        }
+        let Some(rt) = ctx.rt.as_ref() else { return Ok(false) };
+        let req = session.req_header();
+        let client_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        let head = RequestHead { method: &req.method, path: req.uri.path(), headers: &req.headers, client_ip };
+        let decision = select(&rt.table, &head);
+        let idempotent = matches!(req.method, Method::GET | Method::HEAD) || req.headers.contains_key(IDEMPOTENCY_KEY);
+        ctx.can_fall_back = decision.fallback.is_some() && decision.target == Target::Service && idempotent;
+        let needs_buffer = ctx.can_fall_back && !matches!(req.method, Method::GET | Method::HEAD);
+        let has_request_id = req.headers.contains_key(REQUEST_ID);
+        let has_traceparent = req.headers.contains_key(TRACEPARENT);
+        ctx.decision = Some(decision);
+        if needs_buffer {
+            session.as_downstream_mut().enable_retry_buffering();
+        }
+        if !has_request_id {
+            let id = new_request_id();
+            session.req_header_mut().insert_header(REQUEST_ID, id.clone())?;
+            ctx.generated_request_id = Some(id);
+        }
+        if !has_traceparent {
+            let tp = new_traceparent();
+            session.req_header_mut().insert_header(TRACEPARENT, tp)?;
+        }
+        Ok(false)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let (Some(rt), Some(d)) = (ctx.rt.clone(), ctx.decision) else {
+            return Error::e_explain(ErrorType::InternalError, "no routing decision");
+        };
+        ctx.tries += 1;
+        let mut upstream = match (ctx.fell_back, d.fallback) {
+            (true, Some(monolith)) => monolith,
+            _ => d.upstream,
+        };
+        let endpoint = match rt.pools[upstream].pick() {
+            Some(e) => e,
+            None if Self::try_fall_back(ctx) => {
+                upstream = d.fallback.unwrap_or(upstream);
+                let pool = &rt.pools[upstream];
+                pool.pick().unwrap_or_else(|| pool.pick_any())
+            }
+            // Nothing healthy and nowhere to fall back to: try anyway rather than refuse.
+            None => rt.pools[upstream].pick_any(),
+        };
+        ctx.serving = Some((upstream, endpoint));
+        ctx.answered = false;
+        Ok(Box::new(rt.pools[upstream].endpoints[endpoint].peer.clone()))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        Self::breaker_failure(ctx);
+        let addresses = match (&ctx.rt, ctx.serving) {
+            (Some(rt), Some((u, _))) => rt.pools[u].endpoints.len(),
+            _ => 1,
+        };
+        if ctx.tries < addresses {
+            // Another address of the same upstream; the request was not sent, so this is safe.
+            e.set_retry(true);
+        } else if Self::try_fall_back(ctx) {
+            e.set_retry(true);
+        } else {
+            e.set_retry(false);
+        }
+        e
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let status = upstream_response.status;
+        if status.is_informational() {
+            return Ok(());
+        }
+        let on_service = ctx.decision.is_some_and(|d| Some(d.upstream) == ctx.serving.map(|s| s.0));
+        let code = status.as_u16();
+        if on_service && matches!(code, 502..=504) {
+            Self::breaker_failure(ctx);
+        } else if let (Some(rt), Some((u, e))) = (&ctx.rt, ctx.serving) {
+            rt.pools[u].endpoints[e].breaker.success();
+        }
+        if on_service && status.is_server_error() && Self::try_fall_back(ctx) {
+            ctx.retry_on_monolith = true;
+            let mut e =
+                Error::explain(ErrorType::HTTPStatus(code), "service answered 5xx: falling back to the monolith");
+            e.set_retry(true);
+            return Err(e);
+        }
+        ctx.answered = true;
+        Ok(())
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if std::mem::take(&mut ctx.retry_on_monolith) {
+            e.set_retry(true);
+            return e;
+        }
+        let truncated = session.as_ref().retry_buffer_truncated();
+        if e.esource() == &ErrorSource::Upstream && !ctx.answered {
+            Self::breaker_failure(ctx);
+            if !truncated && Self::try_fall_back(ctx) {
+                e.set_retry(true);
+                return e;
+            }
+        }
+        if !session.req_header().method.is_idempotent() || truncated || ctx.answered {
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
+        }
+        e
+    }
+
+    async fn response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+        if let (Some(rt), Some((upstream, _))) = (&ctx.rt, ctx.serving)
+            && rt.config.proxy.upstream_header
+        {
+            resp.insert_header(UPSTREAM_HEADER, rt.pools[upstream].header_value.clone())?;
+        }
+        if let Some(id) = &ctx.generated_request_id {
+            resp.insert_header(REQUEST_ID, id.clone())?;
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let code = class_code(e);
+        if code > 0 {
+            let reason = StatusCode::from_u16(code).ok().and_then(|s| s.canonical_reason()).unwrap_or("error");
+            let _ = self.respond(session, ctx, code, reason).await;
+        }
+        FailToProxy { error_code: code, can_reuse_downstream: false }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        let Some(rt) = &ctx.rt else { return };
+        let status = session.response_written().map(|r| r.status.as_u16()).or_else(|| e.map(class_code)).unwrap_or(0);
+        if status == 0 {
+            return;
+        }
+        let elapsed = ctx.start.elapsed().as_secs_f64();
+        let Some(d) = ctx.decision else {
+            rt.rejected_metrics.observe(status, elapsed);
+            return;
+        };
+        match d.route {
+            None => rt.unmatched_metrics.observe(status, elapsed),
+            Some(r) => {
+                let m = &rt.route_metrics[r];
+                let on_service = ctx.serving.map(|s| s.0) == Some(rt.config.routes[r].upstream)
+                    && rt.config.routes[r].upstream != rt.config.default_upstream;
+                if on_service { m.service.observe(status, elapsed) } else { m.monolith.observe(status, elapsed) }
+            }
+        }
+    }
+}

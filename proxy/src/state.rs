@@ -1,0 +1,319 @@
+//! The proxy's live state: the current route table, upstream pools and metric handles behind an
+//! `ArcSwap` (requests load it lock-free), and the only ways to change it — reload the config file,
+//! or change a route's stage, which writes the file first (comments and layout kept, written to a
+//! temporary file then renamed) and only then swaps the new state in.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+
+use crate::config::{Config, Percent, Stage};
+use crate::error::{ConfigError, ProxyError};
+use crate::metrics::{Metrics, REJECTED, RouteMetrics, TargetMetrics, UNMATCHED};
+use crate::router::RouteTable;
+use crate::upstream::{UpstreamPool, build_pools};
+
+/// One generation of the proxy's state: everything a request reads, swapped as a whole.
+pub struct Runtime {
+    /// The validated config it was built from.
+    pub config: Config,
+    /// The compiled routes.
+    pub table: RouteTable,
+    /// Upstream pools, indexed like `config.upstreams`.
+    pub pools: Vec<Arc<UpstreamPool>>,
+    /// Metric handles per route, indexed like `config.routes`.
+    pub route_metrics: Vec<RouteMetrics>,
+    /// Metric handles of unmatched requests.
+    pub unmatched_metrics: TargetMetrics,
+    /// Metric handles of requests refused before routing (bad path, oversized head).
+    pub rejected_metrics: TargetMetrics,
+}
+
+impl Runtime {
+    fn build(config: Config, metrics: &Metrics, previous: &[Arc<UpstreamPool>]) -> Result<Runtime, ConfigError> {
+        let table = RouteTable::build(&config);
+        let pools = build_pools(&config.upstreams, &config.proxy, previous);
+        let monolith = &config.upstreams[config.default_upstream].name;
+        let route_metrics = config
+            .routes
+            .iter()
+            .map(|r| metrics.route(&r.name, &config.upstreams[r.upstream].name, monolith))
+            .collect();
+        let unmatched_metrics = metrics.target(UNMATCHED, monolith);
+        let rejected_metrics = metrics.target(REJECTED, "none");
+        Ok(Runtime { config, table, pools, route_metrics, unmatched_metrics, rejected_metrics })
+    }
+}
+
+/// A route as the admin API shows it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct RouteView {
+    /// Name.
+    pub name: String,
+    /// Path template.
+    pub path: String,
+    /// Methods (empty = all).
+    pub methods: Vec<String>,
+    /// Header match, if any.
+    pub header: Option<String>,
+    /// The new service.
+    pub upstream: String,
+    /// Stage.
+    pub stage: String,
+    /// Percent for canary.
+    pub percent: f64,
+    /// Cohort key.
+    pub cohort: String,
+    /// Fallback to the monolith.
+    pub fallback: bool,
+    /// Requests served by the service since start.
+    pub requests_service: u64,
+    /// Requests served by the monolith since start.
+    pub requests_monolith: u64,
+    /// Fallbacks since start.
+    pub fallbacks: u64,
+}
+
+/// The result of a reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reloaded {
+    /// The file changed and the new config is live.
+    Applied,
+    /// The file holds what is already live.
+    Unchanged,
+}
+
+/// Shared by the request path, the admin API and the file watcher.
+pub struct Shared {
+    state: ArcSwap<Runtime>,
+    config_path: PathBuf,
+    /// The metric families.
+    pub metrics: Metrics,
+    /// Serialises writers (reloads and stage changes); readers never take it.
+    write_lock: Mutex<String>,
+}
+
+impl Shared {
+    /// Loads the config file and builds the first state.
+    pub fn load(config_path: &Path) -> Result<Shared, ProxyError> {
+        let config_path = crate::config::absolute(config_path);
+        let (config, text) = Config::load(&config_path)?;
+        let metrics = Metrics::new();
+        let runtime = Runtime::build(config, &metrics, &[]).map_err(|e| with_file(e, &config_path))?;
+        metrics.reloads.with_label_values(&["ok"]).inc();
+        Ok(Shared { state: ArcSwap::from_pointee(runtime), config_path, metrics, write_lock: Mutex::new(text) })
+    }
+
+    /// The current state (lock-free).
+    pub fn current(&self) -> Arc<Runtime> {
+        self.state.load_full()
+    }
+
+    /// A cheap guard on the current state for the request path.
+    pub fn guard(&self) -> arc_swap::Guard<Arc<Runtime>> {
+        self.state.load()
+    }
+
+    /// The config file.
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, String> {
+        self.write_lock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Re-reads the config file; on any error the live state is kept.
+    pub fn reload(&self) -> Result<Reloaded, ProxyError> {
+        let mut last = self.lock();
+        let text = std::fs::read_to_string(&self.config_path)
+            .map_err(|source| ProxyError::Io { path: self.config_path.clone(), source })?;
+        if *last == text {
+            return Ok(Reloaded::Unchanged);
+        }
+        let result = self.apply_text(&text);
+        // Remember the text either way, so a watcher does not report the same bad file forever.
+        *last = text;
+        result.map(|()| Reloaded::Applied)
+    }
+
+    /// Reloads only when the file's text differs from the last text seen (for the file watcher).
+    pub fn reload_if_changed(&self) -> Option<Result<Reloaded, ProxyError>> {
+        let text = std::fs::read_to_string(&self.config_path).ok()?;
+        if *self.lock() == text {
+            return None;
+        }
+        Some(self.reload())
+    }
+
+    fn apply_text(&self, text: &str) -> Result<(), ProxyError> {
+        let outcome = Config::parse(text, &self.config_path).map_err(ProxyError::from).and_then(|config| {
+            let old = self.state.load();
+            if config.listen != old.config.listen || config.server != old.config.server {
+                tracing::warn!(
+                    "{}: [listen] and [server] changes take effect at the next restart",
+                    self.config_path.display()
+                );
+            }
+            let runtime = Runtime::build(config, &self.metrics, &old.pools)
+                .map_err(|e| ProxyError::from(with_file(e, &self.config_path)))?;
+            log_shadow_routes(&runtime.config);
+            self.state.store(Arc::new(runtime));
+            Ok(())
+        });
+        self.metrics.reloads.with_label_values(&[if outcome.is_ok() { "ok" } else { "error" }]).inc();
+        outcome
+    }
+
+    /// Changes a route's stage (and percent): validates, writes the config file (keeping its
+    /// comments and layout), then swaps the new state in. Returns the route.
+    pub fn set_stage(&self, name: &str, stage: &str, percent: Option<f64>) -> Result<RouteView, ProxyError> {
+        let stage = Stage::parse(stage).ok_or_else(|| {
+            ProxyError::InvalidChange(format!("stage `{stage}` is not one of monolith, shadow, canary, service"))
+        })?;
+        let percent = percent
+            .map(|p| {
+                Percent::from_percent(p)
+                    .ok_or_else(|| ProxyError::InvalidChange(format!("percent {p} is not between 0 and 100")))
+            })
+            .transpose()?;
+        let mut last = self.lock();
+        if !self.state.load().config.routes.iter().any(|r| r.name == name) {
+            return Err(ProxyError::UnknownRoute(name.to_owned()));
+        }
+        let text = std::fs::read_to_string(&self.config_path)
+            .map_err(|source| ProxyError::Io { path: self.config_path.clone(), source })?;
+        let new_text = edit_route(&text, name, stage, percent)
+            .map_err(|reason| ProxyError::from(ConfigError { file: self.config_path.clone(), line: 1, reason }))?;
+        // Validate what will be written before writing it.
+        Config::parse(&new_text, &self.config_path)?;
+        write_atomically(&self.config_path, &new_text)?;
+        self.apply_text(&new_text)?;
+        *last = new_text;
+        drop(last);
+        self.route(name).ok_or_else(|| ProxyError::UnknownRoute(name.to_owned()))
+    }
+
+    /// Every route with its live counters.
+    pub fn routes(&self) -> Vec<RouteView> {
+        let rt = self.current();
+        (0..rt.config.routes.len()).map(|i| view(&rt, i)).collect()
+    }
+
+    /// One route.
+    pub fn route(&self, name: &str) -> Option<RouteView> {
+        let rt = self.current();
+        rt.config.routes.iter().position(|r| r.name == name).map(|i| view(&rt, i))
+    }
+}
+
+fn view(rt: &Runtime, i: usize) -> RouteView {
+    let r = &rt.config.routes[i];
+    let m = &rt.route_metrics[i];
+    RouteView {
+        name: r.name.clone(),
+        path: r.path.as_str().to_owned(),
+        methods: r.methods.iter().flatten().map(|m| m.to_string()).collect(),
+        header: r.header.as_ref().map(|h| h.to_string()),
+        upstream: rt.config.upstreams[r.upstream].name.clone(),
+        stage: r.stage.as_str().to_owned(),
+        percent: r.percent.as_percent(),
+        cohort: r.cohort.to_string(),
+        fallback: r.fallback,
+        requests_service: m.service.total(),
+        requests_monolith: m.monolith.total(),
+        fallbacks: m.fallbacks.get(),
+    }
+}
+
+fn with_file(mut e: ConfigError, file: &Path) -> ConfigError {
+    e.file = file.to_owned();
+    e
+}
+
+/// Says in the log that shadow routes are served by the monolith until shadowing is built.
+pub fn log_shadow_routes(config: &Config) {
+    for r in config.routes.iter().filter(|r| r.stage == Stage::Shadow) {
+        tracing::warn!(route = %r.name, "stage shadow is not built yet: the route is served by the monolith");
+    }
+}
+
+/// Sets `stage` (and `percent`) of the `[[routes]]` entry named `name`, keeping every comment and
+/// the layout of the rest of the file.
+pub fn edit_route(text: &str, name: &str, stage: Stage, percent: Option<Percent>) -> Result<String, String> {
+    let mut doc: toml_edit::DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| e.to_string())?;
+    let routes = doc
+        .get_mut("routes")
+        .and_then(|r| r.as_array_of_tables_mut())
+        .ok_or_else(|| "the file has no [[routes]]".to_owned())?;
+    let route = routes
+        .iter_mut()
+        .find(|t| t.get("name").and_then(|n| n.as_str()) == Some(name))
+        .ok_or_else(|| format!("the file has no route named `{name}`"))?;
+    set_keeping_decor(route, "stage", toml_edit::Value::from(stage.as_str()));
+    if let Some(p) = percent {
+        let bp = p.basis_points();
+        let value = if bp % 100 == 0 {
+            toml_edit::Value::from(i64::from(bp / 100))
+        } else {
+            toml_edit::Value::from(p.as_percent())
+        };
+        set_keeping_decor(route, "percent", value);
+    }
+    Ok(doc.to_string())
+}
+
+fn set_keeping_decor(table: &mut toml_edit::Table, key: &str, mut value: toml_edit::Value) {
+    match table.get_mut(key).and_then(|i| i.as_value_mut()) {
+        Some(old) => {
+            *value.decor_mut() = old.decor().clone();
+            *old = value;
+        }
+        None => {
+            table.insert(key, toml_edit::Item::Value(value));
+        }
+    }
+}
+
+/// Writes a file by writing a temporary file beside it and renaming it over the original, so a
+/// crash never leaves half a config.
+pub fn write_atomically(path: &Path, text: &str) -> Result<(), ProxyError> {
+    let io = |source| ProxyError::Io { path: path.to_owned(), source };
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{file_name}.ficus-{}.tmp", std::process::id()));
+    let result = (|| {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let _ = std::fs::set_permissions(&tmp, meta.permissions());
+        }
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edit_route_keeps_comments_and_layout() {
+        let text = "version = 1 # the version\n\n# routes below\n[[routes]]\nname = \"a\"\nstage   = \"monolith\"  # was monolith\n\n[[routes]]\nname = \"b\"\nstage = \"monolith\"\n";
+        let out = edit_route(text, "a", Stage::Canary, Percent::from_percent(30.0)).unwrap();
+        assert_eq!(
+            out,
+            "version = 1 # the version\n\n# routes below\n[[routes]]\nname = \"a\"\nstage   = \"canary\"  # was monolith\npercent = 30\n\n[[routes]]\nname = \"b\"\nstage = \"monolith\"\n"
+        );
+        let out = edit_route(&out, "a", Stage::Canary, Percent::from_percent(12.5)).unwrap();
+        assert!(out.contains("percent = 12.5\n"), "{out}");
+        assert!(edit_route(text, "zzz", Stage::Service, None).is_err());
+    }
+}

@@ -1,0 +1,247 @@
+//! Upstream pools: the addresses of one upstream behind pingora-load-balancing (round robin and
+//! active health checks), each with a passive circuit breaker, and a ready-made `HttpPeer` per
+//! address so that picking a peer costs a clone, not a build.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use http::HeaderValue;
+use pingora::lb::LoadBalancer;
+use pingora::lb::health_check::{HttpHealthCheck, TcpHealthCheck};
+use pingora::lb::selection::RoundRobin;
+use pingora::upstreams::peer::HttpPeer;
+
+use crate::config::{ProxyOptions, UpstreamSpec};
+
+/// A passive circuit breaker for one address: after `threshold` consecutive failures it opens
+/// for `cooldown`; then one request at a time is let through as a probe until one succeeds.
+#[derive(Debug)]
+pub struct Breaker {
+    failures: AtomicU32,
+    /// Milliseconds since `epoch` until which the breaker stays open.
+    open_until_ms: AtomicU64,
+    threshold: u32,
+    cooldown_ms: u64,
+    epoch: Instant,
+}
+
+impl Breaker {
+    /// A closed breaker.
+    pub fn new(threshold: u32, cooldown: Duration) -> Breaker {
+        Breaker {
+            failures: AtomicU32::new(0),
+            open_until_ms: AtomicU64::new(0),
+            threshold,
+            cooldown_ms: cooldown.as_millis() as u64,
+            epoch: Instant::now(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Whether a request may use this address now. When the cooldown has passed, the first caller
+    /// becomes the probe and the breaker re-arms for another cooldown.
+    pub fn allows(&self) -> bool {
+        if self.failures.load(Ordering::Relaxed) < self.threshold {
+            return true;
+        }
+        let now = self.now_ms();
+        let until = self.open_until_ms.load(Ordering::Relaxed);
+        now >= until
+            && self
+                .open_until_ms
+                .compare_exchange(until, now + self.cooldown_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// Whether the breaker is open (the address is out).
+    pub fn is_open(&self) -> bool {
+        self.failures.load(Ordering::Relaxed) >= self.threshold
+    }
+
+    /// Records a success: the breaker closes.
+    pub fn success(&self) {
+        if self.failures.load(Ordering::Relaxed) != 0 {
+            self.failures.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Records a failure; the one that reaches the threshold opens the breaker.
+    pub fn failure(&self) {
+        let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if n == self.threshold {
+            self.open_until_ms.store(self.now_ms() + self.cooldown_ms, Ordering::Relaxed);
+        }
+    }
+}
+
+/// One address of an upstream.
+#[derive(Debug)]
+pub struct Endpoint {
+    /// The address.
+    pub addr: SocketAddr,
+    /// The peer template handed to Pingora.
+    pub peer: HttpPeer,
+    /// Its breaker.
+    pub breaker: Breaker,
+}
+
+/// One upstream: load balancer, health, breakers and precomputed peers.
+pub struct UpstreamPool {
+    /// The validated spec it was built from (pools are reused across reloads when it is unchanged).
+    pub spec: UpstreamSpec,
+    /// The `x-ficus-upstream` value.
+    pub header_value: HeaderValue,
+    /// The addresses, in config order.
+    pub endpoints: Vec<Endpoint>,
+    lb: LoadBalancer<RoundRobin>,
+    breaker_failures: u32,
+    breaker_cooldown: Duration,
+}
+
+impl std::fmt::Debug for UpstreamPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamPool").field("spec", &self.spec).finish_non_exhaustive()
+    }
+}
+
+impl UpstreamPool {
+    /// Builds a pool for an upstream.
+    pub fn new(spec: &UpstreamSpec, options: &ProxyOptions) -> UpstreamPool {
+        let mut lb = LoadBalancer::<RoundRobin>::try_from_iter(spec.addrs.iter().copied())
+            .expect("socket addresses need no lookup");
+        match &spec.health {
+            Some(path) => {
+                let mut hc = HttpHealthCheck::new("localhost", false);
+                if let Ok(req) = pingora::http::RequestHeader::build("GET", path.as_bytes(), None) {
+                    let mut req = req;
+                    let _ = req.append_header("Host", "localhost");
+                    hc.req = req;
+                }
+                hc.peer_template.options.connection_timeout = Some(spec.connect_timeout.min(Duration::from_secs(1)));
+                hc.peer_template.options.read_timeout = Some(Duration::from_secs(1));
+                lb.set_health_check(Box::new(hc));
+            }
+            None => {
+                let mut hc = TcpHealthCheck::new();
+                hc.peer_template.options.connection_timeout = Some(spec.connect_timeout.min(Duration::from_secs(1)));
+                lb.set_health_check(hc);
+            }
+        }
+        let endpoints = spec
+            .addrs
+            .iter()
+            .map(|&addr| {
+                let mut peer = HttpPeer::new(addr, false, String::new());
+                peer.options.connection_timeout = Some(spec.connect_timeout);
+                peer.options.read_timeout = Some(spec.read_timeout);
+                peer.options.idle_timeout = Some(Duration::from_secs(60));
+                Endpoint { addr, peer, breaker: Breaker::new(options.breaker_failures, options.breaker_cooldown) }
+            })
+            .collect();
+        UpstreamPool {
+            spec: spec.clone(),
+            header_value: HeaderValue::from_str(&spec.name).expect("upstream names are validated"),
+            endpoints,
+            lb,
+            breaker_failures: options.breaker_failures,
+            breaker_cooldown: options.breaker_cooldown,
+        }
+    }
+
+    /// Whether this pool can serve `spec` with `options` unchanged (so a reload keeps it).
+    pub fn same_as(&self, spec: &UpstreamSpec, options: &ProxyOptions) -> bool {
+        &self.spec == spec
+            && self.breaker_failures == options.breaker_failures
+            && self.breaker_cooldown == options.breaker_cooldown
+    }
+
+    /// The upstream's name.
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    fn index_of(&self, backend: &pingora::lb::Backend) -> Option<usize> {
+        let addr = backend.addr.as_inet()?;
+        self.endpoints.iter().position(|e| e.addr == *addr)
+    }
+
+    /// Picks an address that is healthy and whose breaker allows it (round robin).
+    pub fn pick(&self) -> Option<usize> {
+        let backend = self.lb.select_with(b"", self.endpoints.len() * 2, |b, healthy| {
+            healthy && self.index_of(b).is_some_and(|i| self.endpoints[i].breaker.allows())
+        })?;
+        self.index_of(&backend)
+    }
+
+    /// Picks any address, healthy or not: the last resort when no fallback exists.
+    pub fn pick_any(&self) -> usize {
+        let backend = self.lb.select_with(b"", self.endpoints.len(), |_, _| true);
+        backend.and_then(|b| self.index_of(&b)).unwrap_or(0)
+    }
+
+    /// Whether the active health check currently counts this address healthy.
+    pub fn healthy(&self, endpoint: usize) -> bool {
+        let e = &self.endpoints[endpoint];
+        match pingora::lb::Backend::new(&e.addr.to_string()) {
+            Ok(b) => self.lb.backends().ready(&b),
+            Err(_) => false,
+        }
+    }
+
+    /// Runs one active health-check pass over the pool's addresses.
+    pub async fn run_health_check(&self) {
+        self.lb.backends().run_health_check(true).await;
+    }
+}
+
+/// The pools of a config, reusing the previous pools whose spec did not change, so that a reload
+/// keeps health state, breakers and in-flight peers.
+pub fn build_pools(
+    specs: &[UpstreamSpec],
+    options: &ProxyOptions,
+    previous: &[Arc<UpstreamPool>],
+) -> Vec<Arc<UpstreamPool>> {
+    specs
+        .iter()
+        .map(|spec| {
+            previous
+                .iter()
+                .find(|p| p.same_as(spec, options))
+                .cloned()
+                .unwrap_or_else(|| Arc::new(UpstreamPool::new(spec, options)))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_breaker_opens_after_the_threshold_and_lets_one_probe_through() {
+        let b = Breaker::new(3, Duration::from_millis(0));
+        assert!(b.allows());
+        b.failure();
+        b.failure();
+        assert!(b.allows() && !b.is_open());
+        b.failure();
+        assert!(b.is_open());
+        // Cooldown 0: a probe is allowed at once, the breaker re-arms.
+        assert!(b.allows());
+        b.success();
+        assert!(!b.is_open() && b.allows());
+    }
+
+    #[test]
+    fn an_open_breaker_refuses_during_its_cooldown() {
+        let b = Breaker::new(1, Duration::from_secs(3600));
+        b.failure();
+        assert!(!b.allows());
+        assert!(!b.allows());
+    }
+}

@@ -1,0 +1,96 @@
+//! Path spellings cannot reach or avoid a route's upstream; malformed heads get a clean 4xx.
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::{TestProxy, Upstream, config_text};
+
+async fn raw(p: &TestProxy, target: &[u8], extra: &[u8]) -> (u16, Option<String>, String) {
+    let addr = p.proxy.as_ref().unwrap().http_addr();
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut req = b"GET ".to_vec();
+    req.extend_from_slice(target);
+    req.extend_from_slice(b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+    req.extend_from_slice(extra);
+    req.extend_from_slice(b"\r\n");
+    let _ = s.write_all(&req).await;
+    let mut data = Vec::new();
+    let _ = s.read_to_end(&mut data).await;
+    let text = String::from_utf8_lossy(&data).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let head = head.to_ascii_lowercase();
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let upstream = head.lines().find_map(|l| l.strip_prefix("x-ficus-upstream:")).map(|v| v.trim().to_owned());
+    let path = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["path"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    (status, upstream, path)
+}
+
+const ROUTES: &str = r#"[[routes]]
+name = "catalog"
+path = "/api/products/{*rest}"
+upstream = "catalog"
+stage = "service"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_spellings_neither_reach_nor_avoid_a_route() {
+    let mono = Upstream::start("monolith").await;
+    let svc = Upstream::start("catalog").await;
+    let p = TestProxy::start(&config_text(&[("monolith", mono.addr), ("catalog", svc.addr)], ROUTES)).await;
+    let cases: &[(&[u8], &str, &str)] = &[
+        (b"/api/products/1", "catalog", "/api/products/1"),
+        (b"//api/products/1", "catalog", "/api/products/1"),
+        (b"/api//products/1?q=a", "catalog", "/api/products/1?q=a"),
+        (b"/api/%70roducts/1", "catalog", "/api/products/1"),
+        (b"/api/./products/1", "catalog", "/api/products/1"),
+        (b"/api/x/../products/1", "catalog", "/api/products/1"),
+        (b"/api/products/../orders", "monolith", "/api/orders"),
+        (b"/api/products/%2e%2e/orders", "monolith", "/api/orders"),
+        (b"/api/products/%2E%2e/orders", "monolith", "/api/orders"),
+        (b"/API/products/1", "monolith", "/API/products/1"),
+        (b"http://x/api/products/1", "catalog", "/api/products/1"),
+    ];
+    for (target, want_upstream, want_path) in cases {
+        let (status, upstream, path) = raw(&p, target, b"").await;
+        let shown = String::from_utf8_lossy(target);
+        assert_eq!((status, upstream.as_deref()), (200, Some(*want_upstream)), "{shown}");
+        assert_eq!(path, *want_path, "{shown}: the normalised path is forwarded");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_heads_get_a_clean_4xx_and_the_proxy_lives_on() {
+    let mono = Upstream::start("monolith").await;
+    let svc = Upstream::start("catalog").await;
+    let p = TestProxy::start(&config_text(&[("monolith", mono.addr), ("catalog", svc.addr)], ROUTES)).await;
+    let big = format!("X-Big: {}\r\n", "a".repeat(200_000));
+    let cases: &[(&[u8], &[u8])] = &[
+        (b"/api/products/1", big.as_bytes()),
+        (b"/api/products/\x01", b""),
+        (b"/api/products%2F1", b""),
+        (b"/api%2fproducts/1", b""),
+        (b"/api/products/%zz", b""),
+        (b"no-slash", b""),
+        (b"*", b""),
+    ];
+    for (target, extra) in cases {
+        let (status, _, _) = raw(&p, target, extra).await;
+        let shown = String::from_utf8_lossy(&target[..target.len().min(30)]);
+        assert!(status == 0 || (400..500).contains(&status), "{shown} → {status}");
+    }
+    assert_eq!(svc.hits.load(std::sync::atomic::Ordering::Relaxed), 0, "nothing malformed reached the service");
+    let (status, upstream, _) = raw(&p, b"/api/products/1", b"").await;
+    assert_eq!((status, upstream.as_deref()), (200, Some("catalog")));
+    // Refusals are counted (in Pingora's logging phase, just after the answer: poll, bounded).
+    let counted = "ficus_requests_total{class=\"4xx\",route=\"_rejected\",upstream=\"none\"}";
+    for _ in 0..100 {
+        let (_, m) = p.admin(reqwest::Method::GET, "/metrics", None, Some(crate::support::TOKEN)).await;
+        if m.as_str().unwrap().contains(counted) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("refused requests are not counted");
+}

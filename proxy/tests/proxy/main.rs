@@ -1,0 +1,10 @@
+//! Integration tests of ficus-proxy: real upstreams (axum on port 0) and the real proxy started
+//! in-process on port 0, driven over HTTP.
+
+mod admin;
+mod bypass;
+mod fallback;
+mod lifecycle;
+mod reload;
+mod routing;
+mod support;
