@@ -8,6 +8,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod analyze;
+
+mod proxy;
+mod walkthrough;
+
 /// Move a monolith to microservices one endpoint at a time, the way a strangler fig
 /// replaces its host: see the service boundaries, route each endpoint to its new
 /// service safely and reversibly, and walk through an extraction with a check at
@@ -22,7 +27,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Propose service boundaries for the Rust crate or workspace at PATH.
-    #[command(after_help = "Example:\n  ficus analyze example-monolith --format text\n  ficus analyze . --format json --out report.json")]
+    #[command(
+        after_help = "Example:\n  ficus analyze example-monolith --format text\n  ficus analyze . --format json --out report.json"
+    )]
     Analyze {
         /// A crate or workspace directory.
         path: PathBuf,
@@ -32,6 +39,15 @@ enum Command {
         /// Write the report here instead of standard output.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Aim for this many services.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        services: Option<u32>,
+        /// Clustering resolution: above 1 gives more, smaller services; below 1 fewer.
+        #[arg(long, value_name = "R", default_value_t = 1.0)]
+        resolution: f64,
+        /// Also weigh files changed together in the last N git commits (default 1000).
+        #[arg(long, value_name = "COMMITS", num_args = 0..=1, default_missing_value = "1000")]
+        history: Option<usize>,
     },
     /// Extraction plan for one proposed service, with the proxy routes for it.
     #[command(after_help = "Example:\n  ficus plan example-monolith --service catalog")]
@@ -43,11 +59,20 @@ enum Command {
         service: String,
     },
     /// Run the strangler-fig routing proxy.
-    #[command(after_help = "Example:\n  FICUS_ADMIN_TOKEN=secret ficus proxy --config ficus.toml")]
+    #[command(after_help = "Example:\n  FICUS_ADMIN_TOKEN=secret ficus proxy --config ficus.toml\n\n\
+SIGTERM drains in-flight requests and exits; SIGHUP (or POST /reload, or saving the file) reloads\n\
+the config. Zero-downtime upgrade: start the new binary with --upgrade, then send SIGQUIT to the\n\
+old one; it hands its listening sockets over ([server] upgrade_sock) and drains.")]
     Proxy {
         /// The proxy configuration file.
         #[arg(long)]
         config: PathBuf,
+        /// Take the listening sockets over from a running ficus proxy (send it SIGQUIT).
+        #[arg(long)]
+        upgrade: bool,
+        /// Log format.
+        #[arg(long, value_enum, default_value_t = proxy::LogFormat::Text)]
+        log_format: proxy::LogFormat,
     },
     /// List a running proxy's routes, stages and counters.
     #[command(after_help = "Example:\n  FICUS_ADMIN_TOKEN=secret ficus routes --admin http://127.0.0.1:9901")]
@@ -63,22 +88,30 @@ enum Command {
         route: String,
         /// monolith | shadow | canary | service
         stage: String,
-        /// Share of cohorts sent to the service in canary.
+        /// Share of cohorts sent to the service in canary (0 to 100).
         #[arg(long)]
-        percent: Option<u8>,
+        percent: Option<f64>,
         /// The proxy's admin API.
         #[arg(long, default_value = "http://127.0.0.1:9901")]
         admin: String,
     },
-    /// Extract the catalog service from the example shop, step by step.
-    #[command(after_help = "Example:\n  ficus walkthrough --auto --data-dir /tmp/ficus-walk")]
+    /// Extract the catalog service from the example shop, step by step, under load.
+    #[command(
+        after_help = "Examples:\n  ficus walkthrough                      # step by step: Enter goes on, q stops\n  ficus walkthrough --auto --data-dir /tmp/ficus-walk\n  ficus walkthrough --auto --shop-database postgres://postgres@127.0.0.1/shop \\\n                           --catalog-database postgres://postgres@127.0.0.1/catalog"
+    )]
     Walkthrough {
-        /// Run every step without waiting for Enter.
+        /// Run every step without waiting for Enter; exit 1 at the first failed check.
         #[arg(long)]
         auto: bool,
-        /// Where the walkthrough keeps its databases and files.
+        /// Where the walkthrough keeps its databases and files (default: a folder in the temp directory).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// An empty PostgreSQL database for the shop, instead of SQLite.
+        #[arg(long, env = "SHOP_DATABASE_URL")]
+        shop_database: Option<String>,
+        /// An empty PostgreSQL database for the catalog service, instead of SQLite.
+        #[arg(long, env = "CATALOG_DATABASE_URL")]
+        catalog_database: Option<String>,
     },
 }
 
@@ -91,22 +124,18 @@ enum Format {
     Html,
 }
 
-/// Exit status of a usage error, and of a command not built yet.
-const USAGE: u8 = 2;
-
-fn not_built(command: &str, issue: &str) -> ExitCode {
-    eprintln!("ficus {command}: not built yet ({issue} issue)");
-    ExitCode::from(USAGE)
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Analyze { .. } => not_built("analyze", "analyzer"),
-        Command::Plan { .. } => not_built("plan", "analyzer"),
-        Command::Proxy { .. } => not_built("proxy", "proxy"),
-        Command::Routes { .. } => not_built("routes", "proxy"),
-        Command::Stage { .. } => not_built("stage", "proxy"),
-        Command::Walkthrough { .. } => not_built("walkthrough", "walkthrough"),
+        Command::Analyze { path, format, out, services, resolution, history } => {
+            analyze::analyze(analyze::AnalyzeArgs { path, format, out, services, resolution, history })
+        }
+        Command::Plan { path, service } => analyze::plan(&path, &service),
+        Command::Proxy { config, upgrade, log_format } => proxy::run(config, upgrade, log_format),
+        Command::Routes { admin } => proxy::routes(&admin),
+        Command::Stage { route, stage, percent, admin } => proxy::stage(&admin, &route, &stage, percent),
+        Command::Walkthrough { auto, data_dir, shop_database, catalog_database } => {
+            walkthrough::run_command(walkthrough::Args { auto, data_dir, shop_database, catalog_database })
+        }
     }
 }

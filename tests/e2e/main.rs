@@ -1,3 +1,5 @@
 //! End-to-end tests of the workspace, run the way a user runs things.
 
 mod readme;
+mod shop_binary;
+mod walkthrough;

@@ -1,5 +1,7 @@
-//! The pieces of `ficus walkthrough`, the step-by-step extraction of the catalog from
-//! the example shop. So far: [`load`], the background shoppers whose requests must all
-//! succeed while the migration goes on around them.
+//! `ficus walkthrough`: the catalog's extraction from Ficus Shop, step by step, while
+//! shoppers keep shopping. [`run`] holds the ten steps and their checks, [`load`] the
+//! background shoppers, [`golden`] the recorded catalog answers and their diff.
 
+pub mod golden;
 pub mod load;
+pub mod run;

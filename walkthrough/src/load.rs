@@ -192,8 +192,9 @@ impl Load {
         self.shared.upstreams.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
-    /// For each cohort, the upstreams that answered its catalog reads in this phase
-    /// (`-` when a response carried no `x-ficus-upstream`).
+    /// For each cohort and catalog route (`"shopper-0 list"`, `"shopper-0 detail"`), the
+    /// upstreams that answered in this phase (`-` when a response carried no
+    /// `x-ficus-upstream`). Sticky cohorts see one upstream per route.
     pub fn catalog_upstreams(&self) -> BTreeMap<String, BTreeSet<String>> {
         self.shared.upstreams.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -248,19 +249,19 @@ struct Req {
     body: Option<Value>,
     idempotency_key: Option<String>,
     expected: &'static [StatusCode],
-    catalog_read: bool,
+    catalog_read: Option<&'static str>,
 }
 
 const OK: &[StatusCode] = &[StatusCode::OK];
 
 impl Req {
     fn new(method: Method, path: String, expected: &'static [StatusCode]) -> Self {
-        Self { method, path, body: None, idempotency_key: None, expected, catalog_read: false }
+        Self { method, path, body: None, idempotency_key: None, expected, catalog_read: None }
     }
 
-    /// A catalog read: its upstream is recorded for the stickiness check.
-    fn catalog(path: String) -> Self {
-        Self { catalog_read: true, ..Self::new(Method::GET, path, OK) }
+    /// A catalog read: its upstream is recorded, under `route`, for the stickiness check.
+    fn catalog(path: String, route: &'static str) -> Self {
+        Self { catalog_read: Some(route), ..Self::new(Method::GET, path, OK) }
     }
 
     fn body(mut self, body: Value) -> Self {
@@ -296,11 +297,11 @@ impl Agent {
             }
         };
         let status = resp.status();
-        if req.catalog_read {
+        if let Some(route) = req.catalog_read {
             let upstream =
                 resp.headers().get("x-ficus-upstream").and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
             let mut seen = shared.upstreams.lock().unwrap_or_else(|e| e.into_inner());
-            seen.entry(self.shopper.cohort.clone()).or_default().insert(upstream);
+            seen.entry(format!("{} {route}", self.shopper.cohort)).or_default().insert(upstream);
         }
         let bytes = match resp.bytes().await {
             Ok(b) => b,
@@ -324,12 +325,13 @@ impl Agent {
             // A deterministic walk over pages and products, different per shopper.
             let seed = round.wrapping_mul(2_654_435_761).wrapping_add(self.shopper.n as u64 * 97);
             let page = 1 + seed % 10;
-            if let Some((_, listing)) = self.send(Req::catalog(format!("/api/products?page={page}&per_page=20"))).await
+            if let Some((_, listing)) =
+                self.send(Req::catalog(format!("/api/products?page={page}&per_page=20"), "list")).await
             {
                 let ids: Vec<i64> =
                     listing["items"].as_array().into_iter().flatten().filter_map(|p| p["id"].as_i64()).collect();
                 if let Some(&id) = ids.get((seed / 10) as usize % ids.len().max(1)) {
-                    self.send(Req::catalog(format!("/api/products/{id}"))).await;
+                    self.send(Req::catalog(format!("/api/products/{id}"), "detail")).await;
                     let add = Req::new(Method::POST, "/api/cart/items".into(), &[StatusCode::CREATED]);
                     self.send(add.body(json!({"product_id": id, "quantity": 1}))).await;
                 }

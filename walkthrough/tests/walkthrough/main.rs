@@ -1,3 +1,4 @@
 //! The walkthrough's pieces against a real shop on port 0.
 
 mod load;
+mod run;
