@@ -160,17 +160,7 @@ impl Plan {
             } else {
                 format!("replace with an API call to {}", d.to)
             };
-            let _ = writeln!(
-                s,
-                "- {} depends on {} ({}{}): {advice}",
-                d.from,
-                d.to,
-                sites(d.calls),
-                tables_note(&d.tables)
-            );
-            for e in &d.evidence {
-                let _ = writeln!(s, "  - {}:{} {}", e.file, e.line, e.what);
-            }
+            write_dependency(&mut s, d, &advice);
         }
         for d in &self.incoming {
             let advice = if self.kernel.as_deref() == Some(d.from.as_str()) {
@@ -179,17 +169,7 @@ impl Plan {
             } else {
                 format!("{} must offer this as an API", d.to)
             };
-            let _ = writeln!(
-                s,
-                "- {} depends on {} ({}{}): {advice}",
-                d.from,
-                d.to,
-                sites(d.calls),
-                tables_note(&d.tables)
-            );
-            for e in &d.evidence {
-                let _ = writeln!(s, "  - {}:{} {}", e.file, e.line, e.what);
-            }
+            write_dependency(&mut s, d, &advice);
         }
         for t in &self.shared {
             let _ = writeln!(
@@ -234,4 +214,12 @@ fn tables_note(t: &[String]) -> String {
 
 fn none_if_empty(v: &[String]) -> String {
     if v.is_empty() { "none".into() } else { v.join(", ") }
+}
+
+/// One dependency of a plan's tangles, with what to do about it and its evidence.
+fn write_dependency(s: &mut String, d: &Dependency, advice: &str) {
+    let _ = writeln!(s, "- {} depends on {} ({}{}): {advice}", d.from, d.to, sites(d.calls), tables_note(&d.tables));
+    for e in &d.evidence {
+        let _ = writeln!(s, "  - {}:{} {}", e.file, e.line, e.what);
+    }
 }
