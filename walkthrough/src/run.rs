@@ -489,12 +489,14 @@ impl Walk<'_> {
             .shared_tables
             .iter()
             .filter(|t| t.writers.contains(&name) || t.readers.contains(&name))
-            .map(|t| format!("{} (written by {}, read by {})", t.table, t.writers.join("/"), t.readers.join("/")))
+            .map(|t| format!("{} (written by {}, read by {})", t.table, names(&t.writers), names(&t.readers)))
             .collect();
         for dep in report.dependencies.iter().filter(|d| d.from == name || d.to == name) {
             let example =
                 dep.evidence.first().map(|e| format!(" e.g. {}:{} {}", e.file, e.line, e.what)).unwrap_or_default();
-            self.reporter.note(&format!("dependency {} → {}: {} calls{example}", dep.from, dep.to, dep.calls));
+            let tables =
+                if dep.tables.is_empty() { String::new() } else { format!(", tables {}", dep.tables.join(", ")) };
+            self.reporter.note(&format!("dependency {} → {}: {} calls{tables};{example}", dep.from, dep.to, dep.calls));
         }
         self.check(
             tangles.iter().any(|t| t.starts_with("products ")),
@@ -846,4 +848,9 @@ impl Walk<'_> {
             categories_moved: categories,
         })
     }
+}
+
+/// Service names joined for a person, or "none".
+fn names(list: &[String]) -> String {
+    if list.is_empty() { "none".to_string() } else { list.join("/") }
 }
