@@ -45,12 +45,24 @@ pub struct Config {
     pub session_ttl_secs: i64,
     /// Size of the database connection pool.
     pub max_connections: u32,
+    /// Read products from the catalog service at this URL from the start (what
+    /// `PUT /api/admin/catalog {"reads": "service"}` switches to at run time), so a
+    /// restart keeps reading from the service once the catalog has moved.
+    pub catalog_service_url: Option<String>,
 }
 
 impl Config {
     /// Defaults for a SQLite database in `data_dir`, listening on `listen`.
     pub fn new(listen: SocketAddr, db: DbLocation) -> Self {
-        Self { listen, db, seed: false, admin_token: None, session_ttl_secs: 24 * 3600, max_connections: 16 }
+        Self {
+            listen,
+            db,
+            seed: false,
+            admin_token: None,
+            session_ttl_secs: 24 * 3600,
+            max_connections: 16,
+            catalog_service_url: None,
+        }
     }
 }
 
@@ -123,6 +135,11 @@ impl Application {
             session_ttl_secs: config.session_ttl_secs,
             catalog: product_source::CatalogSwitches::default(),
         };
+        if let Some(url) = config.catalog_service_url.filter(|u| !u.is_empty()) {
+            tracing::info!(%url, "product reads go to the catalog service");
+            let client = product_source::CatalogClient::new(&url, None);
+            state.catalog.set(product_source::ProductSource::Service(client), None, false);
+        }
         Ok(Self { listener, state })
     }
 

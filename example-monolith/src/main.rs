@@ -26,6 +26,8 @@ Options:
 Environment:
   DATABASE_URL      postgres://… to use PostgreSQL instead of SQLite
   SHOP_ADMIN_TOKEN  bearer token for the admin endpoints (without it they refuse everyone)
+  SHOP_CATALOG_SERVICE_URL
+                    read products from the catalog service at this URL (once the catalog has moved)
   RUST_LOG          log filter (default: info)
 
 Example:
@@ -45,6 +47,7 @@ async fn main() -> anyhow::Result<()> {
     let mut config = Config::new(args.listen, db_location(&args.data_dir));
     config.seed = args.has("--seed");
     config.admin_token = std::env::var("SHOP_ADMIN_TOKEN").ok();
+    config.catalog_service_url = std::env::var("SHOP_CATALOG_SERVICE_URL").ok();
     let app = Application::build(config).await.context("starting the shop")?;
     app.run_until_stopped(shop::shutdown_signal()).await.context("serving")?;
     tracing::info!("stopped");

@@ -167,3 +167,20 @@ async fn admin_api_is_off_without_a_configured_token() {
     assert_client_error(&got, StatusCode::FORBIDDEN, None);
     shop.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_catalog_service_is_where_product_reads_go_from_the_start() {
+    let shop = TestShop::start_with(crate::support::Backend::Sqlite, |c| {
+        c.catalog_service_url = Some("http://127.0.0.1:9".into());
+    })
+    .await
+    .unwrap();
+    let (status, view) = shop.get("/api/admin/catalog", Some(ADMIN_TOKEN)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!((view["reads"].as_str(), view["url"].as_str()), (Some("service"), Some("http://127.0.0.1:9")));
+    // Nothing listens there: adding to a cart cannot check the product and says so.
+    let token = shop.user("configured@example.com").await;
+    let got = shop.post("/api/cart/items", Some(&token), json!({"product_id": 1, "quantity": 1})).await;
+    assert_client_error(&got, StatusCode::SERVICE_UNAVAILABLE, None);
+    shop.stop().await;
+}
