@@ -82,7 +82,9 @@ old one; it hands its listening sockets over ([server] upgrade_sock) and drains.
         admin: String,
     },
     /// Change a route's migration stage on a running proxy.
-    #[command(after_help = "Example:\n  FICUS_ADMIN_TOKEN=secret ficus stage catalog-read canary --percent 25")]
+    #[command(
+        after_help = "Example:\n  FICUS_ADMIN_TOKEN=secret ficus stage catalog-read canary --percent 25\n\nLeaving shadow needs enough comparisons under the route's mismatch rate; --force overrides."
+    )]
     Stage {
         /// The route's name.
         route: String,
@@ -91,6 +93,20 @@ old one; it hands its listening sockets over ([server] upgrade_sock) and drains.
         /// Share of cohorts sent to the service in canary (0 to 100).
         #[arg(long)]
         percent: Option<f64>,
+        /// Leave shadow even when its comparisons do not allow it yet (see `ficus diffs`).
+        #[arg(long)]
+        force: bool,
+        /// The proxy's admin API.
+        #[arg(long, default_value = "http://127.0.0.1:9901")]
+        admin: String,
+    },
+    /// Show how a shadowed route's service answers compare with the monolith's.
+    #[command(
+        after_help = "Example:\n  FICUS_ADMIN_TOKEN=secret ficus diffs catalog-read --admin http://127.0.0.1:9901"
+    )]
+    Diffs {
+        /// The route's name (in stage shadow).
+        route: String,
         /// The proxy's admin API.
         #[arg(long, default_value = "http://127.0.0.1:9901")]
         admin: String,
@@ -133,7 +149,8 @@ fn main() -> ExitCode {
         Command::Plan { path, service } => analyze::plan(&path, &service),
         Command::Proxy { config, upgrade, log_format } => proxy::run(config, upgrade, log_format),
         Command::Routes { admin } => proxy::routes(&admin),
-        Command::Stage { route, stage, percent, admin } => proxy::stage(&admin, &route, &stage, percent),
+        Command::Stage { route, stage, percent, force, admin } => proxy::stage(&admin, &route, &stage, percent, force),
+        Command::Diffs { route, admin } => proxy::diffs(&admin, &route),
         Command::Walkthrough { auto, data_dir, shop_database, catalog_database } => {
             walkthrough::run_command(walkthrough::Args { auto, data_dir, shop_database, catalog_database })
         }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::ValueEnum;
+use ficus_proxy::shadow::DiffReport;
 use ficus_proxy::{AdminClient, ProxyError, RouteView, RunningProxy, StartOptions};
 
 /// Log line format of `ficus proxy`.
@@ -97,13 +98,96 @@ pub fn routes(admin: &str) -> ExitCode {
     }
 }
 
-/// `ficus stage ROUTE STAGE [--percent N]`.
-pub fn stage(admin: &str, route: &str, stage: &str, percent: Option<f64>) -> ExitCode {
-    match AdminClient::new(admin, token()).set_stage(route, stage, percent) {
+/// `ficus stage ROUTE STAGE [--percent N] [--force]`.
+pub fn stage(admin: &str, route: &str, stage: &str, percent: Option<f64>, force: bool) -> ExitCode {
+    match AdminClient::new(admin, token()).set_stage(route, stage, percent, force) {
         Ok(r) => {
             print_routes(std::slice::from_ref(&r));
             ExitCode::SUCCESS
         }
         Err(e) => fail("stage", &e),
+    }
+}
+
+/// `ficus diffs ROUTE`.
+pub fn diffs(admin: &str, route: &str) -> ExitCode {
+    match AdminClient::new(admin, token()).diffs(route) {
+        Ok(d) => {
+            print!("{}", format_diffs(&d));
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail("diffs", &e),
+    }
+}
+
+fn format_diffs(d: &DiffReport) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let rate = if d.compared == 0 { 0.0 } else { d.mismatched as f64 * 100.0 / d.compared as f64 };
+    let _ = writeln!(
+        out,
+        "route {}: {} compared, {} matched, {} mismatched ({rate:.2}%)",
+        d.route, d.compared, d.matched, d.mismatched
+    );
+    let _ = writeln!(
+        out,
+        "dropped {} (queue full), failed {} (service error or timeout), skipped {} (body over the limit)",
+        d.dropped, d.failed, d.skipped
+    );
+    if d.noise.is_empty() {
+        let _ = writeln!(out, "noise: none found");
+    } else {
+        let _ = writeln!(out, "noise (differs between two monolith answers, not counted): {}", d.noise.join(", "));
+    }
+    if d.samples.is_empty() {
+        let _ = writeln!(out, "no mismatch recorded");
+    }
+    for s in &d.samples {
+        let _ = writeln!(out, "\n{} {}", s.method, s.path);
+        for x in &s.diff {
+            let pointer = if x.pointer.is_empty() { "(body)" } else { x.pointer.as_str() };
+            let _ = writeln!(out, "  {pointer}: monolith {} | service {}", short(&x.monolith), short(&x.service));
+        }
+    }
+    out
+}
+
+/// A JSON value on one line, cut to 80 characters.
+fn short(v: &serde_json::Value) -> String {
+    let s = v.to_string();
+    if s.chars().count() > 80 { format!("{}…", s.chars().take(79).collect::<String>()) } else { s }
+}
+
+#[cfg(test)]
+mod tests {
+    use ficus_proxy::shadow::{DiffReport, Difference, Sample};
+    use serde_json::json;
+
+    #[test]
+    fn diffs_print_counts_noise_and_each_difference() {
+        let d = DiffReport {
+            route: "catalog".into(),
+            compared: 200,
+            matched: 180,
+            mismatched: 20,
+            dropped: 0,
+            failed: 1,
+            skipped: 0,
+            noise: vec!["/served_at".into()],
+            samples: vec![Sample {
+                method: "GET".into(),
+                path: "/api/products/7".into(),
+                diff: vec![Difference {
+                    pointer: "/name".into(),
+                    monolith: json!("product 7"),
+                    service: json!("renamed"),
+                    pattern: String::new(),
+                }],
+            }],
+        };
+        let text = super::format_diffs(&d);
+        assert!(text.contains("route catalog: 200 compared, 180 matched, 20 mismatched (10.00%)"), "{text}");
+        assert!(text.contains("noise (differs between two monolith answers, not counted): /served_at"), "{text}");
+        assert!(text.contains("GET /api/products/7\n  /name: monolith \"product 7\" | service \"renamed\""), "{text}");
     }
 }

@@ -1,12 +1,12 @@
 //! The admin API (axum, on its own listener and runtime): health, routes, stage changes with
-//! write-back, reload and Prometheus metrics. Everything but `/healthz` needs
+//! write-back, reload, shadow diffs and Prometheus metrics. Everything but `/healthz` needs
 //! `Authorization: Bearer <token>` when a token is set.
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -31,6 +31,9 @@ pub struct StageChange {
     pub stage: String,
     /// Share of cohorts for canary (0..=100); unchanged when absent.
     pub percent: Option<f64>,
+    /// Leave shadow even when its comparisons do not allow it yet (logged).
+    #[serde(default)]
+    pub force: bool,
 }
 
 /// The admin API's router.
@@ -40,6 +43,7 @@ pub fn router(shared: Arc<Shared>, token: Option<String>) -> Router {
         .route("/routes", get(list_routes))
         .route("/routes/{name}", put(set_stage).get(get_route))
         .route("/reload", post(reload))
+        .route("/diffs", get(diffs))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new().route("/healthz", get(|| async { "ok\n" })).merge(protected).with_state(state)
@@ -84,7 +88,7 @@ fn status_of(e: &ProxyError) -> StatusCode {
     match e {
         ProxyError::UnknownRoute(_) => StatusCode::NOT_FOUND,
         ProxyError::InvalidChange(_) => StatusCode::BAD_REQUEST,
-        ProxyError::Config(_) => StatusCode::CONFLICT,
+        ProxyError::Config(_) | ProxyError::Gate(_) => StatusCode::CONFLICT,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -96,7 +100,8 @@ async fn set_stage(State(state): State<AdminState>, Path(name): Path<String>, bo
     };
     let shared = state.shared.clone();
     // File I/O: off the async threads.
-    let result = tokio::task::spawn_blocking(move || shared.set_stage(&name, &change.stage, change.percent)).await;
+    let result =
+        tokio::task::spawn_blocking(move || shared.set_stage(&name, &change.stage, change.percent, change.force)).await;
     match result {
         Ok(Ok(route)) => {
             tracing::info!(route = %route.name, stage = %route.stage, percent = route.percent, "stage changed");
@@ -130,4 +135,20 @@ async fn reload(State(state): State<AdminState>) -> Response {
 
 async fn metrics(State(state): State<AdminState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.shared.metrics.render()).into_response()
+}
+
+/// The query of `GET /diffs`.
+#[derive(Debug, Deserialize)]
+struct DiffsQuery {
+    route: Option<String>,
+}
+
+async fn diffs(State(state): State<AdminState>, Query(q): Query<DiffsQuery>) -> Response {
+    let Some(name) = q.route else {
+        return error(StatusCode::BAD_REQUEST, "give the route: GET /diffs?route=NAME");
+    };
+    match state.shared.diffs(&name) {
+        Some(report) => axum::Json(report).into_response(),
+        None => error(StatusCode::NOT_FOUND, ProxyError::UnknownRoute(name)),
+    }
 }

@@ -1,9 +1,10 @@
-//! A small client of the admin API, for `ficus routes` and `ficus stage`: blocking calls that
+//! A small client of the admin API, for `ficus routes`, `ficus stage` and `ficus diffs`: blocking calls that
 //! return typed routes or the server's error message.
 
 use serde_json::json;
 
 use crate::error::ProxyError;
+use crate::shadow::DiffReport;
 use crate::state::RouteView;
 
 /// A client of one proxy's admin API.
@@ -62,13 +63,38 @@ impl AdminClient {
             .map_err(|e| ProxyError::Server(format!("unexpected answer from {}/routes: {e}", self.base)))
     }
 
-    /// `PUT /routes/{name}`.
-    pub fn set_stage(&self, route: &str, stage: &str, percent: Option<f64>) -> Result<RouteView, ProxyError> {
+    /// `PUT /routes/{name}`; `force` leaves shadow even when its comparisons do not allow it.
+    pub fn set_stage(
+        &self,
+        route: &str,
+        stage: &str,
+        percent: Option<f64>,
+        force: bool,
+    ) -> Result<RouteView, ProxyError> {
         let mut body = json!({ "stage": stage });
+        if force {
+            body["force"] = json!(true);
+        }
         if let Some(p) = percent {
             body["percent"] = json!(p);
         }
         let v = self.call(reqwest::Method::PUT, &format!("/routes/{route}"), Some(body))?;
+        serde_json::from_value(v).map_err(|e| ProxyError::Server(format!("unexpected answer from {}: {e}", self.base)))
+    }
+
+    /// `GET /diffs?route=NAME`: the shadow comparison report of a route.
+    pub fn diffs(&self, route: &str) -> Result<DiffReport, ProxyError> {
+        let encoded: String = route
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+                    char::from(b).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        let v = self.call(reqwest::Method::GET, &format!("/diffs?route={encoded}"), None)?;
         serde_json::from_value(v).map_err(|e| ProxyError::Server(format!("unexpected answer from {}: {e}", self.base)))
     }
 

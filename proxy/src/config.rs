@@ -13,6 +13,11 @@ use toml::Spanned;
 
 use crate::error::{ConfigError, ProxyError};
 
+/// Default of a route's `shadow_max_mismatch`.
+pub const DEFAULT_SHADOW_MAX_MISMATCH: f64 = 0.01;
+/// Default of a route's `shadow_min_compared`.
+pub const DEFAULT_SHADOW_MIN_COMPARED: u64 = 100;
+
 /// The only config version this build understands.
 pub const CONFIG_VERSION: i64 = 1;
 
@@ -90,6 +95,10 @@ struct RawRoute {
     percent: Option<Spanned<f64>>,
     cohort: Option<Spanned<String>>,
     fallback: Option<bool>,
+    shadow_writes: Option<bool>,
+    shadow_ignore: Option<Spanned<Vec<String>>>,
+    shadow_max_mismatch: Option<Spanned<f64>>,
+    shadow_min_compared: Option<Spanned<i64>>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -173,7 +182,7 @@ pub struct UpstreamSpec {
 pub enum Stage {
     /// Everything goes to the monolith.
     Monolith,
-    /// Not built yet: routed to the monolith (see the shadow issue).
+    /// Served by the monolith; eligible requests are mirrored to the service and compared.
     Shadow,
     /// A sticky share of cohorts goes to the service.
     Canary,
@@ -383,6 +392,14 @@ pub struct RouteSpec {
     pub cohort: Cohort,
     /// Serve idempotent requests from the monolith when the service fails before answering.
     pub fallback: bool,
+    /// In stage shadow, mirror non-idempotent methods too (off: only GET and HEAD).
+    pub shadow_writes: bool,
+    /// JSON pointers (`*` = any one segment) the shadow comparison skips.
+    pub shadow_ignore: Vec<String>,
+    /// Leaving shadow for canary or service needs a mismatch rate under this (0..=1).
+    pub shadow_max_mismatch: f64,
+    /// Leaving shadow for canary or service needs at least this many comparisons.
+    pub shadow_min_compared: u64,
     /// Line of the route's `[[routes]]` table in the file.
     pub line: usize,
 }
@@ -628,6 +645,35 @@ impl Validator<'_> {
                     self.err(c.span(), format!("route `{name}`: cohort must be header:NAME, cookie:NAME or ip"))
                 })?,
             };
+            let shadow_ignore = match &r.shadow_ignore {
+                None => Vec::new(),
+                Some(list) => {
+                    if let Some(bad) = list.get_ref().iter().find(|p| !crate::shadow::valid_pattern(p)) {
+                        return Err(self.err(
+                            list.span(),
+                            format!(
+                                "route `{name}`: shadow_ignore entry `{bad}` must be a JSON pointer starting with /"
+                            ),
+                        ));
+                    }
+                    list.get_ref().clone()
+                }
+            };
+            let shadow_max_mismatch = match &r.shadow_max_mismatch {
+                None => DEFAULT_SHADOW_MAX_MISMATCH,
+                Some(m) if (0.0..=1.0).contains(m.get_ref()) => *m.get_ref(),
+                Some(m) => {
+                    return Err(
+                        self.err(m.span(), format!("route `{name}`: shadow_max_mismatch must be between 0 and 1"))
+                    );
+                }
+            };
+            let shadow_min_compared = match &r.shadow_min_compared {
+                None => DEFAULT_SHADOW_MIN_COMPARED,
+                Some(n) => u64::try_from(*n.get_ref()).map_err(|_| {
+                    self.err(n.span(), format!("route `{name}`: shadow_min_compared must not be negative"))
+                })?,
+            };
             routes.push(RouteSpec {
                 name: name.clone(),
                 path,
@@ -638,6 +684,10 @@ impl Validator<'_> {
                 percent,
                 cohort,
                 fallback: r.fallback.unwrap_or(false),
+                shadow_writes: r.shadow_writes.unwrap_or(false),
+                shadow_ignore,
+                shadow_max_mismatch,
+                shadow_min_compared,
                 line,
             });
         }
@@ -729,6 +779,31 @@ fallback = true
             assert!(err.reason.contains(reason), "{what}: {err}");
             assert!(err.to_string().starts_with(&format!("ficus.toml:{line}: ")), "{err}");
         }
+    }
+
+    #[test]
+    fn shadow_options_are_parsed_and_checked() {
+        let c = parse(&GOOD.replace(
+            "cohort = \"header:x-user-id\"",
+            "cohort = \"header:x-user-id\"\nshadow_writes = true\nshadow_ignore = [\"/created_at\", \"/items/*/id\"]",
+        ))
+        .unwrap();
+        assert!(c.routes[0].shadow_writes);
+        assert_eq!(c.routes[0].shadow_ignore, ["/created_at", "/items/*/id"]);
+        assert!(!parse(GOOD).unwrap().routes[0].shadow_writes);
+        assert_eq!(parse(GOOD).unwrap().routes[0].shadow_max_mismatch, DEFAULT_SHADOW_MAX_MISMATCH);
+        assert_eq!(parse(GOOD).unwrap().routes[0].shadow_min_compared, DEFAULT_SHADOW_MIN_COMPARED);
+        let err = parse(
+            &GOOD.replace("cohort = \"header:x-user-id\"", "cohort = \"header:x-user-id\"\nshadow_max_mismatch = 2.0"),
+        )
+        .unwrap_err();
+        assert!(err.reason.contains("shadow_max_mismatch must be between 0 and 1"), "{err}");
+        let err = parse(
+            &GOOD.replace("cohort = \"header:x-user-id\"", "cohort = \"header:x-user-id\"\nshadow_ignore = [\"name\"]"),
+        )
+        .unwrap_err();
+        assert_eq!(err.line, 25, "{err}");
+        assert!(err.reason.contains("shadow_ignore entry `name`"), "{err}");
     }
 
     #[test]

@@ -45,6 +45,9 @@ pub enum ProxyError {
     /// A stage change that is not valid (bad stage or percent).
     #[error("{0}")]
     InvalidChange(String),
+    /// A stage change refused because the route's shadow comparisons do not allow it yet.
+    #[error("{0}")]
+    Gate(String),
     /// The admin API answered with an error (client side).
     #[error("admin API answered {status}: {message}")]
     Admin {

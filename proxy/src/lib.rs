@@ -6,7 +6,7 @@
 //! pure routing decision `select`), [`upstream`] (pools, health checks, circuit breakers),
 //! [`service`] (Pingora's `ProxyHttp` hooks), [`state`] (the live state and its write-back),
 //! [`admin`] (the admin API), [`server`] (start and stop, in-process or from the command line),
-//! [`metrics`] (Prometheus), [`client`] (the admin API's client for the command line).
+//! [`metrics`] (Prometheus), [`shadow`] (the shadow stage's mirroring and diffing), [`client`] (the admin API's client for the command line).
 
 pub mod admin;
 pub mod client;
@@ -17,6 +17,7 @@ pub mod normalize;
 pub mod router;
 pub mod server;
 pub mod service;
+pub mod shadow;
 pub mod state;
 pub mod upstream;
 

@@ -27,6 +27,9 @@ pub struct Metrics {
     pub breaker_open: IntGaugeVec,
     /// Config reloads by result (`ok` / `error`).
     pub reloads: IntCounterVec,
+    shadow_compared: IntCounterVec,
+    shadow_mismatched: IntCounterVec,
+    shadow_dropped: IntCounterVec,
 }
 
 /// Handles for one (route, upstream) pair.
@@ -94,6 +97,13 @@ impl Metrics {
         let reloads =
             IntCounterVec::new(Opts::new("ficus_config_reloads_total", "Config loads by result"), &["result"])
                 .expect("valid metric");
+        let shadow =
+            |name: &str, help: &str| IntCounterVec::new(Opts::new(name, help), &["route"]).expect("valid metric");
+        let shadow_compared =
+            shadow("ficus_shadow_compared_total", "Shadow comparisons of the monolith's and the service's answers");
+        let shadow_mismatched =
+            shadow("ficus_shadow_mismatched_total", "Shadow comparisons with a difference that is not noise");
+        let shadow_dropped = shadow("ficus_shadow_dropped_total", "Shadow copies dropped because the queue was full");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -101,10 +111,33 @@ impl Metrics {
             Box::new(upstream_healthy.clone()),
             Box::new(breaker_open.clone()),
             Box::new(reloads.clone()),
+            Box::new(shadow_compared.clone()),
+            Box::new(shadow_mismatched.clone()),
+            Box::new(shadow_dropped.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
-        Metrics { registry, requests, latency, fallbacks, upstream_healthy, breaker_open, reloads }
+        Metrics {
+            registry,
+            requests,
+            latency,
+            fallbacks,
+            upstream_healthy,
+            breaker_open,
+            reloads,
+            shadow_compared,
+            shadow_mismatched,
+            shadow_dropped,
+        }
+    }
+
+    /// Shadow counters of a route.
+    pub fn shadow(&self, route: &str) -> crate::shadow::ShadowCounters {
+        crate::shadow::ShadowCounters {
+            compared: self.shadow_compared.with_label_values(&[route]),
+            mismatched: self.shadow_mismatched.with_label_values(&[route]),
+            dropped: self.shadow_dropped.with_label_values(&[route]),
+        }
     }
 
     /// Handles for a (route, upstream) pair.

@@ -44,7 +44,7 @@ pub enum Reason {
     Unmatched,
     /// The route's stage decides alone (monolith or service).
     Stage,
-    /// Shadow is not built yet: served by the monolith.
+    /// Shadow: served by the monolith (the service gets a copy, see `shadow`).
     ShadowAsMonolith,
     /// Canary: the cohort's bucket (0..10 000) against the percent.
     Canary {

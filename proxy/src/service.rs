@@ -9,15 +9,17 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Method, StatusCode};
 use pingora::http::ResponseHeader;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
+use crate::config::Stage;
 use crate::normalize::normalize_path;
 use crate::router::{Decision, RequestHead, Target, select};
+use crate::shadow;
 use crate::state::{Runtime, Shared};
 
 /// Response header naming the upstream that answered.
@@ -54,6 +56,32 @@ pub struct Ctx {
     serving: Option<(usize, usize)>,
     tries: usize,
     generated_request_id: Option<HeaderValue>,
+    /// A shadowed request: its copy and the monolith's answer, captured as they stream.
+    shadow: Option<Box<Capture>>,
+}
+
+/// What a shadowed request leaves for the shadow workers.
+struct Capture {
+    route: usize,
+    method: Method,
+    path_and_query: String,
+    headers: http::HeaderMap,
+    request_body: BytesMut,
+    status: Option<u16>,
+    body: BytesMut,
+    too_large: bool,
+}
+
+fn append_capped(buf: &mut BytesMut, chunk: &[u8], too_large: &mut bool) {
+    if *too_large {
+        return;
+    }
+    if buf.len() + chunk.len() > shadow::BODY_LIMIT {
+        *too_large = true;
+        *buf = BytesMut::new();
+    } else {
+        buf.extend_from_slice(chunk);
+    }
 }
 
 thread_local! {
@@ -158,6 +186,36 @@ impl FicusProxy {
         }
     }
 
+    /// Gives a shadowed request to its route's shadow queue (never waits).
+    fn hand_to_shadow(&self, rt: &Runtime, c: Capture) {
+        let Some(status) = c.status else { return };
+        let route = &rt.config.routes[c.route];
+        let Some(shadow) = self.shared.shadows.get_or_start(&route.name, || self.shared.metrics.shadow(&route.name))
+        else {
+            return;
+        };
+        if c.too_large {
+            shadow.skip();
+            return;
+        }
+        let pick = |u: usize| {
+            let addrs = &rt.config.upstreams[u].addrs;
+            addrs[(random_u64() % addrs.len() as u64) as usize]
+        };
+        let service = &rt.config.upstreams[route.upstream];
+        shadow.submit(shadow::Job {
+            method: c.method,
+            path_and_query: c.path_and_query,
+            headers: c.headers,
+            body: c.request_body.freeze(),
+            monolith: shadow::Answer { status, body: c.body.freeze() },
+            monolith_addr: pick(rt.config.default_upstream),
+            service_addr: pick(route.upstream),
+            timeout: service.connect_timeout + service.read_timeout,
+            ignore: route.shadow_ignore.clone().into(),
+        });
+    }
+
     fn breaker_failure(ctx: &Ctx) {
         if let (Some(rt), Some((u, e))) = (&ctx.rt, ctx.serving) {
             rt.pools[u].endpoints[e].breaker.failure();
@@ -181,6 +239,7 @@ impl ProxyHttp for FicusProxy {
             serving: None,
             tries: 0,
             generated_request_id: None,
+            shadow: None,
         }
     }
 
@@ -254,7 +313,51 @@ impl ProxyHttp for FicusProxy {
             let tp = new_traceparent();
             session.req_header_mut().insert_header(TRACEPARENT, tp)?;
         }
+        if let Some(r) = decision.route
+            && decision.target == Target::Monolith
+            && rt.config.routes[r].stage == Stage::Shadow
+        {
+            let req = session.req_header();
+            if matches!(req.method, Method::GET | Method::HEAD) || rt.config.routes[r].shadow_writes {
+                ctx.shadow = Some(Box::new(Capture {
+                    route: r,
+                    method: req.method.clone(),
+                    path_and_query: req.uri.path_and_query().map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
+                    headers: req.headers.clone(),
+                    request_body: BytesMut::new(),
+                    status: None,
+                    body: BytesMut::new(),
+                    too_large: false,
+                }));
+            }
+        }
         Ok(false)
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let (Some(c), Some(chunk)) = (ctx.shadow.as_deref_mut(), body.as_ref()) {
+            append_capped(&mut c.request_body, chunk, &mut c.too_large);
+        }
+        Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<std::time::Duration>> {
+        if let (Some(c), Some(chunk)) = (ctx.shadow.as_deref_mut(), body.as_ref()) {
+            append_capped(&mut c.body, chunk, &mut c.too_large);
+        }
+        Ok(None)
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
@@ -370,6 +473,9 @@ impl ProxyHttp for FicusProxy {
         if let Some(id) = &ctx.generated_request_id {
             resp.insert_header(REQUEST_ID, id.clone())?;
         }
+        if let Some(c) = ctx.shadow.as_deref_mut() {
+            c.status = Some(resp.status.as_u16());
+        }
         Ok(())
     }
 
@@ -401,6 +507,11 @@ impl ProxyHttp for FicusProxy {
                     && rt.config.routes[r].upstream != rt.config.default_upstream;
                 if on_service { m.service.observe(status, elapsed) } else { m.monolith.observe(status, elapsed) }
             }
+        }
+        if e.is_none()
+            && let Some(c) = ctx.shadow.take()
+        {
+            self.hand_to_shadow(rt, *c);
         }
     }
 }

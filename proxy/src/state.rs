@@ -13,6 +13,7 @@ use crate::config::{Config, Percent, Stage};
 use crate::error::{ConfigError, ProxyError};
 use crate::metrics::{Metrics, REJECTED, RouteMetrics, TargetMetrics, UNMATCHED};
 use crate::router::RouteTable;
+use crate::shadow::{DiffReport, Shadows};
 use crate::upstream::{UpstreamPool, build_pools};
 
 /// One generation of the proxy's state: everything a request reads, swapped as a whole.
@@ -74,6 +75,9 @@ pub struct RouteView {
     pub requests_monolith: u64,
     /// Fallbacks since start.
     pub fallbacks: u64,
+    /// In stage shadow, non-idempotent methods are mirrored too.
+    #[serde(default)]
+    pub shadow_writes: bool,
 }
 
 /// The result of a reload.
@@ -93,6 +97,8 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Serialises writers (reloads and stage changes); readers never take it.
     write_lock: Mutex<String>,
+    /// The shadow stage's queues and comparison stats, by route name (kept across reloads).
+    pub shadows: Shadows,
 }
 
 impl Shared {
@@ -103,7 +109,13 @@ impl Shared {
         let metrics = Metrics::new();
         let runtime = Runtime::build(config, &metrics, &[]).map_err(|e| with_file(e, &config_path))?;
         metrics.reloads.with_label_values(&["ok"]).inc();
-        Ok(Shared { state: ArcSwap::from_pointee(runtime), config_path, metrics, write_lock: Mutex::new(text) })
+        Ok(Shared {
+            state: ArcSwap::from_pointee(runtime),
+            config_path,
+            metrics,
+            write_lock: Mutex::new(text),
+            shadows: Shadows::default(),
+        })
     }
 
     /// The current state (lock-free).
@@ -169,7 +181,17 @@ impl Shared {
 
     /// Changes a route's stage (and percent): validates, writes the config file (keeping its
     /// comments and layout), then swaps the new state in. Returns the route.
-    pub fn set_stage(&self, name: &str, stage: &str, percent: Option<f64>) -> Result<RouteView, ProxyError> {
+    ///
+    /// Leaving `shadow` for `canary` or `service` is refused ([`ProxyError::Gate`]) unless the
+    /// route's shadow has made at least `shadow_min_compared` comparisons with a mismatch rate
+    /// under `shadow_max_mismatch`; `force` overrides (and is logged).
+    pub fn set_stage(
+        &self,
+        name: &str,
+        stage: &str,
+        percent: Option<f64>,
+        force: bool,
+    ) -> Result<RouteView, ProxyError> {
         let stage = Stage::parse(stage).ok_or_else(|| {
             ProxyError::InvalidChange(format!("stage `{stage}` is not one of monolith, shadow, canary, service"))
         })?;
@@ -180,9 +202,22 @@ impl Shared {
             })
             .transpose()?;
         let mut last = self.lock();
-        if !self.state.load().config.routes.iter().any(|r| r.name == name) {
+        let current = self.state.load();
+        let Some(route) = current.config.routes.iter().find(|r| r.name == name) else {
             return Err(ProxyError::UnknownRoute(name.to_owned()));
+        };
+        if route.stage == Stage::Shadow && matches!(stage, Stage::Canary | Stage::Service) {
+            let report = self.diffs(name).unwrap_or_else(|| DiffReport::empty(name));
+            if let Some(reason) = gate(&report, route.shadow_min_compared, route.shadow_max_mismatch) {
+                if !force {
+                    return Err(ProxyError::Gate(format!(
+                        "route `{name}` stays in shadow: {reason} (force overrides)"
+                    )));
+                }
+                tracing::warn!(route = name, to = stage.as_str(), "shadow gate overridden by force: {reason}");
+            }
         }
+        drop(current);
         let text = std::fs::read_to_string(&self.config_path)
             .map_err(|source| ProxyError::Io { path: self.config_path.clone(), source })?;
         let new_text = edit_route(&text, name, stage, percent)
@@ -200,6 +235,13 @@ impl Shared {
     pub fn routes(&self) -> Vec<RouteView> {
         let rt = self.current();
         (0..rt.config.routes.len()).map(|i| view(&rt, i)).collect()
+    }
+
+    /// The shadow comparison report of a route; `None` when the config has no such route.
+    pub fn diffs(&self, name: &str) -> Option<DiffReport> {
+        let rt = self.current();
+        rt.config.routes.iter().find(|r| r.name == name)?;
+        Some(self.shadows.report(name).unwrap_or_else(|| DiffReport::empty(name)))
     }
 
     /// One route.
@@ -225,7 +267,26 @@ fn view(rt: &Runtime, i: usize) -> RouteView {
         requests_service: m.service.total(),
         requests_monolith: m.monolith.total(),
         fallbacks: m.fallbacks.get(),
+        shadow_writes: r.shadow_writes,
     }
+}
+
+/// Why a route may not leave shadow yet; `None` when its comparisons allow it.
+pub fn gate(report: &DiffReport, min_compared: u64, max_mismatch: f64) -> Option<String> {
+    if report.compared < min_compared {
+        return Some(format!("{} comparisons so far, {min_compared} needed", report.compared));
+    }
+    let rate = if report.compared == 0 { 0.0 } else { report.mismatched as f64 / report.compared as f64 };
+    if report.compared > 0 && rate >= max_mismatch {
+        return Some(format!(
+            "mismatch rate {:.2}% ({} of {}) is not under {:.2}%",
+            rate * 100.0,
+            report.mismatched,
+            report.compared,
+            max_mismatch * 100.0
+        ));
+    }
+    None
 }
 
 fn with_file(mut e: ConfigError, file: &Path) -> ConfigError {
@@ -233,10 +294,10 @@ fn with_file(mut e: ConfigError, file: &Path) -> ConfigError {
     e
 }
 
-/// Says in the log that shadow routes are served by the monolith until shadowing is built.
+/// Says in the log which routes are shadowed (served by the monolith, mirrored to the service).
 pub fn log_shadow_routes(config: &Config) {
     for r in config.routes.iter().filter(|r| r.stage == Stage::Shadow) {
-        tracing::warn!(route = %r.name, "stage shadow is not built yet: the route is served by the monolith");
+        tracing::info!(route = %r.name, writes = r.shadow_writes, "stage shadow: served by the monolith, mirrored to the service and compared");
     }
 }
 
@@ -303,6 +364,18 @@ pub fn write_atomically(path: &Path, text: &str) -> Result<(), ProxyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_shadow_gate_needs_enough_comparisons_under_the_rate() {
+        let mut r = DiffReport::empty("a");
+        assert!(gate(&r, 100, 0.01).unwrap().contains("0 comparisons so far, 100 needed"));
+        r.compared = 200;
+        r.mismatched = 2;
+        assert!(gate(&r, 100, 0.01).unwrap().contains("mismatch rate 1.00% (2 of 200)"));
+        r.mismatched = 1;
+        assert_eq!(gate(&r, 100, 0.01), None);
+        assert_eq!(gate(&DiffReport::empty("a"), 0, 0.01), None);
+    }
 
     #[test]
     fn edit_route_keeps_comments_and_layout() {

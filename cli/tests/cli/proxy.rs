@@ -1,4 +1,4 @@
-//! `ficus proxy`, `ficus routes` and `ficus stage`, run as processes: a bad config is refused with
+//! `ficus proxy`, `ficus routes`, `ficus stage` and `ficus diffs`, run as processes: a bad config is refused with
 //! file:line, the admin commands print routes and pass on the server's errors, SIGTERM exits 0.
 
 use std::io::{BufRead, BufReader};
@@ -104,6 +104,12 @@ fn routes_and_stage_talk_to_the_admin_api() {
     let (code, _, stderr) = run(&["stage", "nope", "service"], "s3cret");
     assert_eq!(code, Some(1));
     assert!(stderr.contains("no route named `nope`"), "{stderr}");
+    let (code, stdout, _) = run(&["diffs", "catalog"], "s3cret");
+    assert_eq!(code, Some(0));
+    assert!(stdout.contains("route catalog: 0 compared, 0 matched, 0 mismatched"), "{stdout}");
+    let (code, _, stderr) = run(&["diffs", "nope"], "s3cret");
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("404") && stderr.contains("no route named `nope`"), "{stderr}");
     let (code, _, stderr) = run(&["routes"], "wrong");
     assert_eq!(code, Some(1));
     assert!(stderr.contains("401"), "{stderr}");

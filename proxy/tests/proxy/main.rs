@@ -7,4 +7,5 @@ mod fallback;
 mod lifecycle;
 mod reload;
 mod routing;
+mod shadow;
 mod support;

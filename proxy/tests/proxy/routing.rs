@@ -3,7 +3,10 @@
 
 use std::collections::HashSet;
 
-use crate::support::{TestProxy, Upstream, config_text, send, served_by};
+use reqwest::Method;
+use serde_json::json;
+
+use crate::support::{TOKEN, TestProxy, Upstream, config_text, send, served_by};
 
 const CANARY: &str = r#"[[routes]]
 name = "catalog"
@@ -79,7 +82,10 @@ async fn stage_changes_apply_at_once() {
     assert_eq!(who(&users).await, HashSet::from(["catalog".to_owned()]));
     assert_eq!(p.set_stage("catalog", "shadow", None).await.0, 200);
     assert_eq!(who(&users).await, HashSet::from(["monolith".to_owned()]), "shadow is served by the monolith");
-    assert_eq!(p.set_stage("catalog", "canary", Some(50.0)).await.0, 200);
+    let (status, refused) = p.set_stage("catalog", "canary", Some(50.0)).await;
+    assert_eq!(status, 409, "leaving shadow needs enough comparisons: {refused}");
+    let forced = json!({"stage": "canary", "percent": 50.0, "force": true});
+    assert_eq!(p.admin(Method::PUT, "/routes/catalog", Some(forced), Some(TOKEN)).await.0, 200);
     assert_eq!(who(&users).await.len(), 2, "a 50% canary over 50 users reaches both");
     // Only GET is routed: a POST on the same path goes to the monolith.
     let r = send(p.client.post(format!("{}/api/products/9", p.base)).header("x-user-id", "1")).await;

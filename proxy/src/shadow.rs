@@ -1,0 +1,564 @@
+//! The shadow stage: a route in stage `shadow` is served by the monolith, and a copy of each
+//! eligible request is sent to the route's service in the background so the two answers can be
+//! compared.
+//!
+//! - The request path only hands a [`Job`] (request copy + the monolith's answer, captured as it
+//!   streamed to the client) to the route's bounded queue with `try_send`; a full queue drops the
+//!   job and counts it. It never waits on the shadow.
+//! - [`WORKERS`] tasks per route take jobs from the queue, send the copy to the service (with a
+//!   timeout) and compare the answers: status, then the bodies — JSON structurally ([`diff_json`]:
+//!   key order ignored, numbers by value, arrays by position), anything else byte for byte.
+//! - Noise is learnt as Twitter's Diffy does: for the first [`NOISE_FIRST`] jobs of a route and
+//!   then one in [`NOISE_EVERY`], the request is also sent to the monolith a second time *before*
+//!   the comparison is judged (safe methods only: a write is never sent to the monolith twice); every pointer where the two monolith answers differ (array indices
+//!   replaced by `*`) is noise for the route from then on. A comparison whose only differences are
+//!   noise or ignored (`shadow_ignore`) counts as matched.
+//! - Per-route stats are bounded: counters, the noise set and the last [`SAMPLES`] mismatches.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method};
+use prometheus::IntCounter;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+/// Bodies (request and answers) larger than this are not compared.
+pub const BODY_LIMIT: usize = 1 << 20;
+/// Jobs waiting per route; more are dropped (with bodies up to [`BODY_LIMIT`], this bounds the
+/// memory a route's backlog can hold).
+pub const QUEUE: usize = 64;
+/// Concurrent comparisons per route.
+pub const WORKERS: usize = 4;
+/// The first jobs of a route whose request is also sent to the monolith twice (noise learning).
+pub const NOISE_FIRST: u64 = 20;
+/// After [`NOISE_FIRST`], one job in this many is also sent to the monolith twice.
+pub const NOISE_EVERY: u64 = 10;
+/// Mismatches kept per route.
+pub const SAMPLES: usize = 20;
+/// Pointer used for a difference in status code.
+pub const STATUS_POINTER: &str = "(status)";
+/// Header that marks a shadow copy, so upstreams can tell it apart.
+pub const SHADOW_HEADER: &str = "x-ficus-shadow";
+
+/// One answer: status and body (up to [`BODY_LIMIT`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    /// Status code.
+    pub status: u16,
+    /// Body bytes.
+    pub body: Bytes,
+}
+
+/// A request copy and the monolith's answer to it, handed to the route's workers.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// Method.
+    pub method: Method,
+    /// Normalised path and query.
+    pub path_and_query: String,
+    /// Request headers (hop-by-hop ones removed by the workers).
+    pub headers: HeaderMap,
+    /// Request body.
+    pub body: Bytes,
+    /// What the monolith answered the client.
+    pub monolith: Answer,
+    /// An address of the monolith (for the noise-learning second call).
+    pub monolith_addr: SocketAddr,
+    /// An address of the route's service.
+    pub service_addr: SocketAddr,
+    /// Timeout of each shadow call.
+    pub timeout: Duration,
+    /// The route's `shadow_ignore` patterns.
+    pub ignore: Arc<[String]>,
+}
+
+/// One difference between two answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Difference {
+    /// RFC 6901 JSON pointer ("" for a whole non-JSON body, [`STATUS_POINTER`] for the status).
+    pub pointer: String,
+    /// The monolith's value (null when absent).
+    pub monolith: Value,
+    /// The service's value (null when absent).
+    pub service: Value,
+    /// The pointer with array indices replaced by `*` (how noise is remembered).
+    #[serde(skip)]
+    pub pattern: String,
+}
+
+/// A mismatch kept as a sample.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    /// Method.
+    pub method: String,
+    /// Path and query.
+    pub path: String,
+    /// The differences that were not noise nor ignored.
+    pub diff: Vec<Difference>,
+}
+
+/// What `GET /diffs?route=NAME` answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DiffReport {
+    /// The route.
+    pub route: String,
+    /// Comparisons made.
+    pub compared: u64,
+    /// Comparisons with no difference but noise or ignored fields.
+    pub matched: u64,
+    /// Comparisons with a real difference.
+    pub mismatched: u64,
+    /// Jobs dropped because the route's queue was full.
+    pub dropped: u64,
+    /// Shadow calls that failed (service down, timeout) and were not compared.
+    #[serde(default)]
+    pub failed: u64,
+    /// Requests not compared because a body exceeded the limit.
+    #[serde(default)]
+    pub skipped: u64,
+    /// Pointer patterns found to differ between two monolith answers to the same request.
+    pub noise: Vec<String>,
+    /// The last mismatches, oldest first.
+    pub samples: Vec<Sample>,
+}
+
+impl DiffReport {
+    /// The report of a route with no comparison yet.
+    pub fn empty(route: &str) -> DiffReport {
+        DiffReport {
+            route: route.to_owned(),
+            compared: 0,
+            matched: 0,
+            mismatched: 0,
+            dropped: 0,
+            failed: 0,
+            skipped: 0,
+            noise: Vec::new(),
+            samples: Vec::new(),
+        }
+    }
+}
+
+/// Prometheus counters of one route's shadow.
+#[derive(Clone)]
+pub struct ShadowCounters {
+    /// Comparisons made.
+    pub compared: IntCounter,
+    /// Comparisons with a real difference.
+    pub mismatched: IntCounter,
+    /// Jobs dropped (queue full).
+    pub dropped: IntCounter,
+}
+
+#[derive(Default)]
+struct Learnt {
+    noise: BTreeSet<String>,
+    samples: VecDeque<Sample>,
+}
+
+/// One route's shadow: its queue, counters, noise and samples.
+pub struct RouteShadow {
+    name: String,
+    tx: mpsc::Sender<Job>,
+    seen: AtomicU64,
+    compared: AtomicU64,
+    matched: AtomicU64,
+    mismatched: AtomicU64,
+    dropped: AtomicU64,
+    failed: AtomicU64,
+    skipped: AtomicU64,
+    learnt: Mutex<Learnt>,
+    counters: ShadowCounters,
+}
+
+impl RouteShadow {
+    /// Hands a job to the workers without waiting; a full or closed queue drops it (counted).
+    pub fn submit(&self, job: Job) {
+        if self.tx.try_send(job).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.counters.dropped.inc();
+        }
+    }
+
+    /// Counts a request that was not compared because a body was over the limit.
+    pub fn skip(&self) {
+        self.skipped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The route's report.
+    pub fn report(&self) -> DiffReport {
+        let learnt = self.learnt.lock().unwrap_or_else(|p| p.into_inner());
+        DiffReport {
+            route: self.name.clone(),
+            compared: self.compared.load(Ordering::Relaxed),
+            matched: self.matched.load(Ordering::Relaxed),
+            mismatched: self.mismatched.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            skipped: self.skipped.load(Ordering::Relaxed),
+            noise: learnt.noise.iter().cloned().collect(),
+            samples: learnt.samples.iter().cloned().collect(),
+        }
+    }
+
+    fn learn_noise(&self, diffs: &[Difference]) {
+        if diffs.is_empty() {
+            return;
+        }
+        let mut learnt = self.learnt.lock().unwrap_or_else(|p| p.into_inner());
+        for d in diffs {
+            if learnt.noise.insert(d.pattern.clone()) {
+                tracing::info!(route = %self.name, pointer = %d.pattern, "shadow: noise found (two monolith answers differ)");
+            }
+        }
+    }
+
+    fn judge(&self, job: &Job, diffs: Vec<Difference>) {
+        let mut learnt = self.learnt.lock().unwrap_or_else(|p| p.into_inner());
+        let real: Vec<Difference> = diffs
+            .into_iter()
+            .filter(|d| {
+                !job.ignore.iter().any(|p| pattern_matches(p, &d.pointer))
+                    && !learnt.noise.iter().any(|p| pattern_matches(p, &d.pointer))
+            })
+            .collect();
+        self.compared.fetch_add(1, Ordering::Relaxed);
+        self.counters.compared.inc();
+        if real.is_empty() {
+            self.matched.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.mismatched.fetch_add(1, Ordering::Relaxed);
+        self.counters.mismatched.inc();
+        if learnt.samples.len() == SAMPLES {
+            learnt.samples.pop_front();
+        }
+        learnt.samples.push_back(Sample {
+            method: job.method.to_string(),
+            path: job.path_and_query.clone(),
+            diff: real,
+        });
+    }
+}
+
+/// Every route's shadow, by route name; kept across reloads.
+#[derive(Default)]
+pub struct Shadows {
+    routes: Mutex<HashMap<String, Arc<RouteShadow>>>,
+}
+
+impl Shadows {
+    /// The route's shadow, created (and its workers spawned on the current tokio runtime) on
+    /// first use. `None` outside a tokio runtime.
+    pub fn get_or_start(&self, route: &str, counters: impl FnOnce() -> ShadowCounters) -> Option<Arc<RouteShadow>> {
+        let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = routes.get(route)
+            && !s.tx.is_closed()
+        {
+            return Some(s.clone());
+        }
+        let handle = tokio::runtime::Handle::try_current().ok()?;
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let old = routes.get(route);
+        let shadow = Arc::new(RouteShadow {
+            name: route.to_owned(),
+            tx,
+            seen: AtomicU64::new(old.map_or(0, |o| o.seen.load(Ordering::Relaxed))),
+            compared: AtomicU64::new(old.map_or(0, |o| o.compared.load(Ordering::Relaxed))),
+            matched: AtomicU64::new(old.map_or(0, |o| o.matched.load(Ordering::Relaxed))),
+            mismatched: AtomicU64::new(old.map_or(0, |o| o.mismatched.load(Ordering::Relaxed))),
+            dropped: AtomicU64::new(old.map_or(0, |o| o.dropped.load(Ordering::Relaxed))),
+            failed: AtomicU64::new(old.map_or(0, |o| o.failed.load(Ordering::Relaxed))),
+            skipped: AtomicU64::new(old.map_or(0, |o| o.skipped.load(Ordering::Relaxed))),
+            learnt: Mutex::new(Learnt::default()),
+            counters: counters(),
+        });
+        let client = match reqwest::Client::builder().pool_max_idle_per_host(WORKERS).build() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(route, "shadow: cannot build an HTTP client: {e}");
+                return None;
+            }
+        };
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        for _ in 0..WORKERS {
+            let (rx, shadow, client) = (rx.clone(), shadow.clone(), client.clone());
+            handle.spawn(async move {
+                loop {
+                    let job = rx.lock().await.recv().await;
+                    let Some(job) = job else { break };
+                    work(&shadow, &client, job).await;
+                }
+            });
+        }
+        routes.insert(route.to_owned(), shadow.clone());
+        Some(shadow)
+    }
+
+    /// The route's report; `None` when it was never shadowed.
+    pub fn report(&self, route: &str) -> Option<DiffReport> {
+        self.routes.lock().unwrap_or_else(|p| p.into_inner()).get(route).map(|s| s.report())
+    }
+}
+
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+];
+
+async fn call(client: &reqwest::Client, addr: SocketAddr, job: &Job) -> Result<Answer, String> {
+    let url = format!("http://{addr}{}", job.path_and_query);
+    let mut headers = job.headers.clone();
+    for h in HOP_BY_HOP {
+        headers.remove(h);
+    }
+    headers.insert(SHADOW_HEADER, http::HeaderValue::from_static("1"));
+    let resp = client
+        .request(job.method.clone(), url)
+        .headers(headers)
+        .body(job.body.clone())
+        .timeout(job.timeout)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let body = resp.bytes().await.map_err(|e| e.to_string())?;
+    if body.len() > BODY_LIMIT {
+        return Err(format!("body over {BODY_LIMIT} bytes"));
+    }
+    Ok(Answer { status, body })
+}
+
+async fn work(shadow: &RouteShadow, client: &reqwest::Client, job: Job) {
+    let n = shadow.seen.fetch_add(1, Ordering::Relaxed);
+    // Never send a write to the monolith twice.
+    let safe = matches!(job.method, Method::GET | Method::HEAD | Method::OPTIONS);
+    let learn = safe && (n < NOISE_FIRST || n.is_multiple_of(NOISE_EVERY));
+    let service = call(client, job.service_addr, &job);
+    let (service, again) = if learn {
+        let again = call(client, job.monolith_addr, &job);
+        let (s, a) = tokio::join!(service, again);
+        (s, Some(a))
+    } else {
+        (service.await, None)
+    };
+    // Learn noise before judging, so the first comparisons already benefit.
+    if let Some(Ok(again)) = again {
+        shadow.learn_noise(&compare(&job.monolith, &again));
+    }
+    match service {
+        Ok(answer) => shadow.judge(&job, compare(&job.monolith, &answer)),
+        Err(e) => {
+            shadow.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(route = %shadow.name, "shadow call failed: {e}");
+        }
+    }
+}
+
+/// Compares the monolith's answer with another: status, then bodies (JSON structurally when both
+/// parse as JSON, bytes otherwise).
+pub fn compare(monolith: &Answer, other: &Answer) -> Vec<Difference> {
+    let mut out = Vec::new();
+    if monolith.status != other.status {
+        out.push(Difference {
+            pointer: STATUS_POINTER.to_owned(),
+            monolith: Value::from(monolith.status),
+            service: Value::from(other.status),
+            pattern: STATUS_POINTER.to_owned(),
+        });
+    }
+    if monolith.body == other.body {
+        return out;
+    }
+    match (serde_json::from_slice::<Value>(&monolith.body), serde_json::from_slice::<Value>(&other.body)) {
+        (Ok(a), Ok(b)) => out.extend(diff_json(&a, &b)),
+        _ => out.push(Difference {
+            pointer: String::new(),
+            monolith: Value::String(String::from_utf8_lossy(&monolith.body).into_owned()),
+            service: Value::String(String::from_utf8_lossy(&other.body).into_owned()),
+            pattern: String::new(),
+        }),
+    }
+    out
+}
+
+/// Escapes one pointer segment (RFC 6901: `~` → `~0`, `/` → `~1`).
+pub fn escape_segment(s: &str) -> String {
+    s.replace('~', "~0").replace('/', "~1")
+}
+
+fn unescape_segment(s: &str) -> String {
+    s.replace("~1", "/").replace("~0", "~")
+}
+
+fn numbers_equal(a: &serde_json::Number, b: &serde_json::Number) -> bool {
+    match (a.as_i64(), b.as_i64(), a.as_u64(), b.as_u64()) {
+        (Some(x), Some(y), _, _) => x == y,
+        (_, _, Some(x), Some(y)) => x == y,
+        _ => a.as_f64().zip(b.as_f64()).is_some_and(|(x, y)| x == y),
+    }
+}
+
+/// Structural difference of two JSON values: key order ignored, numbers compared by value,
+/// arrays by position. Each difference names its RFC 6901 pointer.
+pub fn diff_json(a: &Value, b: &Value) -> Vec<Difference> {
+    let mut out = Vec::new();
+    walk(a, b, &mut String::new(), &mut String::new(), &mut out);
+    out
+}
+
+fn walk(a: &Value, b: &Value, pointer: &mut String, pattern: &mut String, out: &mut Vec<Difference>) {
+    let at = (pointer.len(), pattern.len());
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for k in keys {
+                let seg = escape_segment(k);
+                pointer.push('/');
+                pointer.push_str(&seg);
+                pattern.push('/');
+                pattern.push_str(&seg);
+                match (x.get(k), y.get(k)) {
+                    (Some(va), Some(vb)) => walk(va, vb, pointer, pattern, out),
+                    (va, vb) => out.push(Difference {
+                        pointer: pointer.clone(),
+                        monolith: va.cloned().unwrap_or(Value::Null),
+                        service: vb.cloned().unwrap_or(Value::Null),
+                        pattern: pattern.clone(),
+                    }),
+                }
+                pointer.truncate(at.0);
+                pattern.truncate(at.1);
+            }
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            for i in 0..x.len().max(y.len()) {
+                pointer.push('/');
+                pointer.push_str(&i.to_string());
+                pattern.push_str("/*");
+                match (x.get(i), y.get(i)) {
+                    (Some(va), Some(vb)) => walk(va, vb, pointer, pattern, out),
+                    (va, vb) => out.push(Difference {
+                        pointer: pointer.clone(),
+                        monolith: va.cloned().unwrap_or(Value::Null),
+                        service: vb.cloned().unwrap_or(Value::Null),
+                        pattern: pattern.clone(),
+                    }),
+                }
+                pointer.truncate(at.0);
+                pattern.truncate(at.1);
+            }
+        }
+        (Value::Number(x), Value::Number(y)) if numbers_equal(x, y) => {}
+        _ if a == b => {}
+        _ => out.push(Difference {
+            pointer: pointer.clone(),
+            monolith: a.clone(),
+            service: b.clone(),
+            pattern: pattern.clone(),
+        }),
+    }
+}
+
+/// Whether a pointer pattern (`*` matches any one segment) matches `pointer` or one of its
+/// ancestors, so ignoring `/meta` also ignores `/meta/at`. `""` matches everything.
+pub fn pattern_matches(pattern: &str, pointer: &str) -> bool {
+    if pattern == STATUS_POINTER || pointer == STATUS_POINTER {
+        return pattern == pointer;
+    }
+    if pattern.is_empty() {
+        return true;
+    }
+    let (Some(p), Some(q)) = (pattern.strip_prefix('/'), pointer.strip_prefix('/')) else { return false };
+    let mut ps = p.split('/');
+    let mut qs = q.split('/');
+    loop {
+        match (ps.next(), qs.next()) {
+            (None, _) => return true,
+            (Some(_), None) => return false,
+            (Some("*"), Some(_)) => {}
+            (Some(a), Some(b)) if unescape_segment(a) == unescape_segment(b) => {}
+            _ => return false,
+        }
+    }
+}
+
+/// Checks a `shadow_ignore` entry: `""` or a pointer starting with `/`.
+pub fn valid_pattern(pattern: &str) -> bool {
+    pattern.is_empty() || pattern.starts_with('/')
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn pointers(d: &[Difference]) -> Vec<&str> {
+        d.iter().map(|d| d.pointer.as_str()).collect()
+    }
+
+    #[test]
+    fn json_diff_ignores_key_order_and_compares_numbers_by_value() {
+        let a = json!({"a": 1, "b": {"c": 2.0, "d": [1, 2]}});
+        let b = json!({"b": {"d": [1, 2], "c": 2}, "a": 1.0});
+        assert!(diff_json(&a, &b).is_empty());
+        assert!(diff_json(&json!(1), &json!(2)).len() == 1);
+        assert!(diff_json(&json!(1), &json!("1")).len() == 1);
+    }
+
+    #[test]
+    fn json_diff_names_each_difference_with_an_escaped_pointer() {
+        let a = json!({"a/b": 1, "m~n": [1, {"x": true}], "gone": null, "same": "s"});
+        let b = json!({"a/b": 2, "m~n": [1, {"x": false}, 3], "new": 1, "same": "s"});
+        let d = diff_json(&a, &b);
+        assert_eq!(pointers(&d), ["/a~1b", "/gone", "/m~0n/1/x", "/m~0n/2", "/new"]);
+        assert_eq!(d[0].monolith, json!(1));
+        assert_eq!(d[0].service, json!(2));
+        assert_eq!(d[2].pattern, "/m~0n/*/x");
+        assert_eq!(d[3].service, json!(3));
+        assert_eq!(d[3].monolith, Value::Null);
+    }
+
+    #[test]
+    fn non_json_bodies_compare_byte_for_byte_and_status_counts() {
+        let a = Answer { status: 200, body: Bytes::from_static(b"hello") };
+        let b = Answer { status: 200, body: Bytes::from_static(b"hellO") };
+        assert_eq!(pointers(&compare(&a, &b)), [""]);
+        assert!(compare(&a, &a.clone()).is_empty());
+        let c = Answer { status: 404, body: Bytes::from_static(b"hello") };
+        assert_eq!(pointers(&compare(&a, &c)), [STATUS_POINTER]);
+        let j1 = Answer { status: 200, body: Bytes::from_static(br#"{"a":1,"b":2}"#) };
+        let j2 = Answer { status: 200, body: Bytes::from_static(br#"{"b":2, "a":1}"#) };
+        assert!(compare(&j1, &j2).is_empty());
+    }
+
+    #[test]
+    fn patterns_match_with_wildcards_and_ancestors() {
+        assert!(pattern_matches("/created_at", "/created_at"));
+        assert!(pattern_matches("/items/*/id", "/items/3/id"));
+        assert!(!pattern_matches("/items/*/id", "/items/3/name"));
+        assert!(!pattern_matches("/items/*/id", "/items/3"));
+        assert!(pattern_matches("/meta", "/meta/at/0"));
+        assert!(!pattern_matches("/meta", "/metadata"));
+        assert!(pattern_matches("/a~1b", "/a~1b"));
+        assert!(!pattern_matches("/a~1b", "/a/b"));
+        assert!(pattern_matches("", "/anything"));
+        assert!(!pattern_matches("/x", STATUS_POINTER));
+        assert!(pattern_matches(STATUS_POINTER, STATUS_POINTER));
+        assert!(valid_pattern("/x") && valid_pattern("") && !valid_pattern("x"));
+    }
+}
