@@ -49,6 +49,8 @@ pub struct Config {
     /// `PUT /api/admin/catalog {"reads": "service"}` switches to at run time), so a
     /// restart keeps reading from the service once the catalog has moved.
     pub catalog_service_url: Option<String>,
+    /// With `catalog_service_url`: the shop's own catalog endpoints stay retired (410).
+    pub catalog_retired: bool,
 }
 
 impl Config {
@@ -62,6 +64,7 @@ impl Config {
             session_ttl_secs: 24 * 3600,
             max_connections: 16,
             catalog_service_url: None,
+            catalog_retired: false,
         }
     }
 }
@@ -117,7 +120,11 @@ impl Application {
         tracing::info!("shop listening on http://{addr}");
         let (pool, dialect) = db::connect(&config.db, config.max_connections).await?;
         tracing::info!(?dialect, "database ready");
-        if config.seed {
+        // Once the catalog lives in the service, the local catalogue is not seeded (its
+        // tables may be gone).
+        if config.seed && config.catalog_service_url.is_some() {
+            tracing::info!("catalog served by the catalog service; seed skipped");
+        } else if config.seed {
             match seed::seed_if_empty(&pool).await.map_err(StartError::Seed)? {
                 Some(report) => tracing::info!(
                     categories = report.categories,
@@ -138,7 +145,7 @@ impl Application {
         if let Some(url) = config.catalog_service_url.filter(|u| !u.is_empty()) {
             tracing::info!(%url, "product reads go to the catalog service");
             let client = product_source::CatalogClient::new(&url, None);
-            state.catalog.set(product_source::ProductSource::Service(client), None, false);
+            state.catalog.set(product_source::ProductSource::Service(client), None, config.catalog_retired);
         }
         Ok(Self { listener, state })
     }

@@ -27,7 +27,10 @@ Environment:
   DATABASE_URL      postgres://… to use PostgreSQL instead of SQLite
   SHOP_ADMIN_TOKEN  bearer token for the admin endpoints (without it they refuse everyone)
   SHOP_CATALOG_SERVICE_URL
-                    read products from the catalog service at this URL (once the catalog has moved)
+                    read products from the catalog service at this URL (once the catalog has moved);
+                    the local catalogue is then not seeded
+  SHOP_CATALOG_RETIRED=1
+                    with SHOP_CATALOG_SERVICE_URL: the shop's catalog endpoints answer 410 Gone
   RUST_LOG          log filter (default: info)
 
 Example:
@@ -48,6 +51,7 @@ async fn main() -> anyhow::Result<()> {
     config.seed = args.has("--seed");
     config.admin_token = std::env::var("SHOP_ADMIN_TOKEN").ok();
     config.catalog_service_url = std::env::var("SHOP_CATALOG_SERVICE_URL").ok();
+    config.catalog_retired = std::env::var("SHOP_CATALOG_RETIRED").is_ok_and(|v| v == "1" || v == "true");
     let app = Application::build(config).await.context("starting the shop")?;
     app.run_until_stopped(shop::shutdown_signal()).await.context("serving")?;
     tracing::info!("stopped");

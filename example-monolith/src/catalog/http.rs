@@ -142,7 +142,10 @@ async fn create_category(
 
 /// While the catalog service holds a copy, every product write goes through to it
 /// inside the local transaction: when the service does not take it, the local write is
-/// rolled back too and the client gets a 503, so the copies never drift.
+/// rolled back too and the client gets a 503, so the service never misses a change.
+/// The one gap: a local commit that fails after the push leaves the service ahead;
+/// the parity check names such a row and a backfill repairs it. (The push holds the
+/// shop's write lock for its duration, at most the client's 5 s timeout.)
 async fn write_through_product(
     state: &AppState,
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,

@@ -182,5 +182,32 @@ async fn a_configured_catalog_service_is_where_product_reads_go_from_the_start()
     let token = shop.user("configured@example.com").await;
     let got = shop.post("/api/cart/items", Some(&token), json!({"product_id": 1, "quantity": 1})).await;
     assert_client_error(&got, StatusCode::SERVICE_UNAVAILABLE, None);
+    assert_eq!(shop.scalar("SELECT COUNT(*) FROM products").await, 0, "the local catalogue is not seeded");
     shop.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shop_restarted_after_the_move_keeps_its_catalog_retired_without_its_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let location = shop::DbLocation::SqliteDir(dir.path().into());
+    let mut config = shop::Config::new("127.0.0.1:0".parse().unwrap(), location.clone());
+    config.seed = true;
+    let first = shop::Application::build(config).await.unwrap();
+    for sql in
+        ["ALTER TABLE products RENAME TO products_retired", "ALTER TABLE categories RENAME TO categories_retired"]
+    {
+        sqlx::query(sql).execute(first.pool()).await.unwrap();
+    }
+    first.pool().close().await;
+    drop(first);
+    let mut config = shop::Config::new("127.0.0.1:0".parse().unwrap(), location);
+    config.seed = true;
+    config.catalog_service_url = Some("http://127.0.0.1:9".into());
+    config.catalog_retired = true;
+    let again = shop::Application::build(config).await.expect("starts without the catalog tables");
+    let base = format!("http://{}", again.local_addr());
+    let task = tokio::spawn(again.run_until_stopped(std::future::pending()));
+    let status = reqwest::get(format!("{base}/api/products/1")).await.unwrap().status();
+    assert_eq!(status, StatusCode::GONE);
+    task.abort();
 }
