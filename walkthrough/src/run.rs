@@ -624,7 +624,7 @@ impl Walk<'_> {
     }
 
     async fn step_5(&mut self) -> Result<(), WalkError> {
-        self.begin(5, "Compare the monolith and the service", "Replay the recorded requests against both, side by side, and diff the answers: the service must answer exactly like the monolith before it takes any traffic.")?;
+        self.begin(5, "Compare the monolith and the service", "Replay the recorded requests against both and diff the answers; then put the catalog's reads in shadow, where the proxy mirrors live requests to the service and diffs its answers, while clients are still served by the monolith. The service must answer exactly like the monolith before it takes any traffic.")?;
         let (shop, service) = (self.shop().base.clone(), self.service().base.clone());
         let mut diffs = Vec::new();
         for path in CATALOG_REQUESTS {
@@ -649,11 +649,63 @@ impl Walk<'_> {
             } else {
                 diffs.join("; ")
             },
-        )
+        )?;
+        self.shadow_compare().await
+    }
+
+    /// The same comparison on live traffic: the read routes go to stage `shadow`, the
+    /// proxy mirrors their requests to the service and diffs its answers against the
+    /// monolith's, until every read route has enough comparisons for the gate that
+    /// step 6 must pass to leave shadow.
+    async fn shadow_compare(&mut self) -> Result<(), WalkError> {
+        const ENOUGH: u64 = 120;
+        self.stage(&READ_ROUTES, "shadow", None).await?;
+        let proxy = self.proxy_base.clone();
+        // Replay the recorded reads (not the stock-dependent ones, which shoppers change
+        // between the two answers) until every route has been compared often enough.
+        let replay: Vec<&str> = CATALOG_REQUESTS.iter().copied().filter(|p| !p.contains("in_stock")).collect();
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let mut figures = Vec::new();
+        loop {
+            for path in &replay {
+                golden::fetch(&self.client, &proxy, path).await.map_err(|e| self.broken(e))?;
+            }
+            figures.clear();
+            let mut done = true;
+            for (name, _, _) in READ_ROUTES {
+                let url = format!("{}/diffs?route={name}", self.admin_base);
+                let (_, d) = self.send(reqwest::Method::GET, url, None, Some(&self.admin_token)).await?;
+                let (compared, mismatched) =
+                    (d["compared"].as_u64().unwrap_or(0), d["mismatched"].as_u64().unwrap_or(0));
+                let sample = d["samples"][0]["diff"][0]["pointer"]
+                    .as_str()
+                    .map(|p| format!(" (e.g. at {p})"))
+                    .unwrap_or_default();
+                figures.push((name, compared, mismatched, sample));
+                done &= compared >= ENOUGH;
+            }
+            if done || Instant::now() > deadline {
+                break;
+            }
+        }
+        let all_compared = figures.iter().all(|(_, compared, _, _)| *compared >= ENOUGH);
+        let all_matched = figures.iter().all(|(_, _, mismatched, _)| *mismatched == 0);
+        let evidence: Vec<String> = figures
+            .iter()
+            .map(|(name, compared, mismatched, sample)| {
+                format!("{name}: {compared} compared, {mismatched} mismatched{sample}")
+            })
+            .collect();
+        self.check(
+            all_compared && all_matched,
+            "shadow traffic: the service answers like the monolith",
+            evidence.join("; "),
+        )?;
+        self.load_keeps_flowing(50, "in shadow").await
     }
 
     async fn step_6(&mut self) -> Result<(), WalkError> {
-        self.begin(6, "Canary: 10 %, then 50 % of cohorts", "Each shopper is a cohort (x-user-id). A cohort always lands on the same side, and raising the percent only moves cohorts to the service, never back.")?;
+        self.begin(6, "Canary: 10 %, then 50 % of cohorts", "Leaving shadow is gated on the diff result: the proxy refuses the canary unless enough comparisons matched. Each shopper is a cohort (x-user-id); a cohort always lands on the same side, and raising the percent only moves cohorts to the service, never back.")?;
         const PROBES: usize = 300;
         let mut on_service_before: Vec<bool> = vec![false; PROBES];
         for percent in [10u8, 50] {
