@@ -433,12 +433,7 @@ fn walk(a: &Value, b: &Value, pointer: &mut String, pattern: &mut String, out: &
                 pattern.push_str(&seg);
                 match (x.get(k), y.get(k)) {
                     (Some(va), Some(vb)) => walk(va, vb, pointer, pattern, out),
-                    (va, vb) => out.push(Difference {
-                        pointer: pointer.clone(),
-                        monolith: va.cloned().unwrap_or(Value::Null),
-                        service: vb.cloned().unwrap_or(Value::Null),
-                        pattern: pattern.clone(),
-                    }),
+                    (va, vb) => out.push(absent_on_one_side(pointer, pattern, va, vb)),
                 }
                 pointer.truncate(at.0);
                 pattern.truncate(at.1);
@@ -451,12 +446,7 @@ fn walk(a: &Value, b: &Value, pointer: &mut String, pattern: &mut String, out: &
                 pattern.push_str("/*");
                 match (x.get(i), y.get(i)) {
                     (Some(va), Some(vb)) => walk(va, vb, pointer, pattern, out),
-                    (va, vb) => out.push(Difference {
-                        pointer: pointer.clone(),
-                        monolith: va.cloned().unwrap_or(Value::Null),
-                        service: vb.cloned().unwrap_or(Value::Null),
-                        pattern: pattern.clone(),
-                    }),
+                    (va, vb) => out.push(absent_on_one_side(pointer, pattern, va, vb)),
                 }
                 pointer.truncate(at.0);
                 pattern.truncate(at.1);
@@ -470,6 +460,16 @@ fn walk(a: &Value, b: &Value, pointer: &mut String, pattern: &mut String, out: &
             service: b.clone(),
             pattern: pattern.clone(),
         }),
+    }
+}
+
+/// A member or element present on one side only (the other shows `null`).
+fn absent_on_one_side(pointer: &str, pattern: &str, monolith: Option<&Value>, service: Option<&Value>) -> Difference {
+    Difference {
+        pointer: pointer.to_owned(),
+        monolith: monolith.cloned().unwrap_or(Value::Null),
+        service: service.cloned().unwrap_or(Value::Null),
+        pattern: pattern.to_owned(),
     }
 }
 
