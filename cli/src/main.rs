@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use ficus_proxy::admin::StageChange;
 
 mod analyze;
 
@@ -83,7 +84,7 @@ old one; it hands its listening sockets over ([server] upgrade_sock) and drains.
     },
     /// Change a route's migration stage on a running proxy.
     #[command(
-        after_help = "Example:\n  FICUS_ADMIN_TOKEN=secret ficus stage catalog-read canary --percent 25\n\nLeaving shadow needs enough comparisons under the route's mismatch rate; --force overrides."
+        after_help = "Examples:\n  FICUS_ADMIN_TOKEN=secret ficus stage catalog-read canary --percent 25 --reason \"diffs clean for a day\"\n  ficus stage catalog-read monolith --reason \"error spike, see incident 42\"\n\nLeaving shadow needs enough comparisons under the route's mismatch rate; --force overrides.\nA route with a rollout policy, once in canary, is moved through its steps by the proxy itself.\nEvery change is written back to the config file and to the audit log (`ficus audit`)."
     )]
     Stage {
         /// The route's name.
@@ -96,6 +97,20 @@ old one; it hands its listening sockets over ([server] upgrade_sock) and drains.
         /// Leave shadow even when its comparisons do not allow it yet (see `ficus diffs`).
         #[arg(long)]
         force: bool,
+        /// Why, recorded in the audit log (see `ficus audit`).
+        #[arg(long)]
+        reason: Option<String>,
+        /// The proxy's admin API.
+        #[arg(long, default_value = "http://127.0.0.1:9901")]
+        admin: String,
+    },
+    /// Show the audit log of stage changes: time, route, from, to, by whom and why.
+    #[command(
+        after_help = "Examples:\n  ficus audit\n  FICUS_ADMIN_TOKEN=secret ficus audit catalog-read --admin http://127.0.0.1:9901\n\nThe proxy also appends every entry to its audit file (proxy.audit_log, by default\n<config stem>.audit.jsonl beside the config), one JSON object per line."
+    )]
+    Audit {
+        /// Only this route's changes.
+        route: Option<String>,
         /// The proxy's admin API.
         #[arg(long, default_value = "http://127.0.0.1:9901")]
         admin: String,
@@ -149,7 +164,10 @@ fn main() -> ExitCode {
         Command::Plan { path, service } => analyze::plan(&path, &service),
         Command::Proxy { config, upgrade, log_format } => proxy::run(config, upgrade, log_format),
         Command::Routes { admin } => proxy::routes(&admin),
-        Command::Stage { route, stage, percent, force, admin } => proxy::stage(&admin, &route, &stage, percent, force),
+        Command::Stage { route, stage, percent, force, reason, admin } => {
+            proxy::stage(&admin, &route, StageChange { stage, percent, force, reason })
+        }
+        Command::Audit { route, admin } => proxy::audit(&admin, route.as_deref()),
         Command::Diffs { route, admin } => proxy::diffs(&admin, &route),
         Command::Walkthrough { auto, data_dir, shop_database, catalog_database } => {
             walkthrough::run_command(walkthrough::Args { auto, data_dir, shop_database, catalog_database })

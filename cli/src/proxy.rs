@@ -6,8 +6,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::ValueEnum;
+use ficus_proxy::admin::StageChange;
+use ficus_proxy::audit::Entry;
 use ficus_proxy::shadow::DiffReport;
-use ficus_proxy::{AdminClient, ProxyError, RouteView, RunningProxy, StartOptions};
+use ficus_proxy::{AdminClient, Progress, ProxyError, RouteView, RunningProxy, StartOptions};
 
 /// Log line format of `ficus proxy`.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -53,6 +55,13 @@ pub fn run(config: PathBuf, upgrade: bool, log_format: LogFormat) -> ExitCode {
     }
 }
 
+/// A client of the admin API that names the user (`$USER`) in the audit log.
+fn client(admin: &str) -> AdminClient {
+    let user = ["USER", "LOGNAME"].iter().find_map(|v| std::env::var(v).ok()).filter(|u| !u.is_empty());
+    AdminClient::new(admin, token())
+        .actor(Some(user.map_or_else(|| "ficus CLI".to_owned(), |u| format!("{u} (ficus CLI)"))))
+}
+
 fn fail(command: &str, e: &ProxyError) -> ExitCode {
     eprintln!("ficus {command}: {e}");
     ExitCode::from(1)
@@ -63,7 +72,10 @@ fn print_routes(routes: &[RouteView]) {
         .iter()
         .map(|r| {
             let methods = if r.methods.is_empty() { "*".to_owned() } else { r.methods.join(",") };
-            let stage = if r.stage == "canary" { format!("canary {}%", r.percent) } else { r.stage.clone() };
+            let mut stage = if r.stage == "canary" { format!("canary {}%", r.percent) } else { r.stage.clone() };
+            if let Some(ro) = &r.rollout {
+                stage.push_str(&format!(" (rollout step {}/{})", ro.step, ro.steps.len()));
+            }
             [
                 r.name.clone(),
                 format!("{methods} {}", r.path),
@@ -87,20 +99,73 @@ fn print_routes(routes: &[RouteView]) {
     }
 }
 
+/// The migration's progress in one paragraph.
+fn format_progress(p: &Progress) -> String {
+    let mut stages = Vec::new();
+    for (n, what) in [
+        (p.service, "on their service"),
+        (p.canary, "in canary"),
+        (p.shadow, "in shadow"),
+        (p.monolith, "on the monolith"),
+    ] {
+        if n > 0 {
+            stages.push(format!("{n} {what}"));
+        }
+    }
+    format!(
+        "migration: {} route{}: {}; endpoints {:.1}% moved (a canary counts by its percent)\n\
+         traffic: {:.1}% answered by the new services ({} of {} requests since the proxy started)\n",
+        p.routes,
+        if p.routes == 1 { "" } else { "s" },
+        if stages.is_empty() { "none".to_owned() } else { stages.join(", ") },
+        p.endpoint_share * 100.0,
+        p.traffic_share * 100.0,
+        p.requests_service,
+        p.requests_total
+    )
+}
+
 /// `ficus routes`.
 pub fn routes(admin: &str) -> ExitCode {
-    match AdminClient::new(admin, token()).routes() {
-        Ok(routes) => {
+    match client(admin).routes() {
+        Ok((routes, progress)) => {
             print_routes(&routes);
+            for r in routes.iter().filter(|r| r.rollout.is_some()) {
+                if let Some(ro) = &r.rollout {
+                    let steps: Vec<String> = ro.steps.iter().map(|s| format!("{s}%")).collect();
+                    println!("rollout {}: steps {}; {}", r.name, steps.join(" → "), ro.status);
+                }
+            }
+            print!("\n{}", format_progress(&progress));
             ExitCode::SUCCESS
         }
         Err(e) => fail("routes", &e),
     }
 }
 
-/// `ficus stage ROUTE STAGE [--percent N] [--force]`.
-pub fn stage(admin: &str, route: &str, stage: &str, percent: Option<f64>, force: bool) -> ExitCode {
-    match AdminClient::new(admin, token()).set_stage(route, stage, percent, force) {
+/// `ficus audit [ROUTE]`.
+pub fn audit(admin: &str, route: Option<&str>) -> ExitCode {
+    match client(admin).audit(route) {
+        Ok(entries) => {
+            if entries.is_empty() {
+                println!("no stage change recorded");
+            }
+            for e in &entries {
+                print!("{}", format_entry(e));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail("audit", &e),
+    }
+}
+
+fn format_entry(e: &Entry) -> String {
+    format!("{}  {}: {} → {}  by {}\n    {}\n", e.time, e.route, e.from, e.to, e.by, e.why)
+}
+
+/// `ficus stage ROUTE STAGE [--percent N] [--force] [--reason TEXT]`.
+pub fn stage(admin: &str, route: &str, change: StageChange) -> ExitCode {
+    match client(admin).set_stage(route, &change) {
         Ok(r) => {
             print_routes(std::slice::from_ref(&r));
             ExitCode::SUCCESS
@@ -111,7 +176,7 @@ pub fn stage(admin: &str, route: &str, stage: &str, percent: Option<f64>, force:
 
 /// `ficus diffs ROUTE`.
 pub fn diffs(admin: &str, route: &str) -> ExitCode {
-    match AdminClient::new(admin, token()).diffs(route) {
+    match client(admin).diffs(route) {
         Ok(d) => {
             print!("{}", format_diffs(&d));
             ExitCode::SUCCESS
@@ -160,8 +225,41 @@ fn short(v: &serde_json::Value) -> String {
 
 #[cfg(test)]
 mod tests {
+    use ficus_proxy::Progress;
+    use ficus_proxy::audit::{Entry, Position};
     use ficus_proxy::shadow::{DiffReport, Difference, Sample};
     use serde_json::json;
+
+    #[test]
+    fn progress_and_audit_entries_read_as_sentences() {
+        let p = Progress {
+            routes: 4,
+            monolith: 2,
+            canary: 1,
+            service: 1,
+            endpoint_share: 0.3125,
+            requests_total: 1000,
+            requests_service: 410,
+            traffic_share: 0.41,
+            ..Progress::default()
+        };
+        assert_eq!(
+            super::format_progress(&p),
+            "migration: 4 routes: 1 on their service, 1 in canary, 2 on the monolith; endpoints 31.2% moved (a canary counts by its percent)\ntraffic: 41.0% answered by the new services (410 of 1000 requests since the proxy started)\n"
+        );
+        let e = Entry {
+            time: "2026-11-26T15:00:00.000Z".into(),
+            route: "catalog".into(),
+            from: Position { stage: "canary".into(), percent: 25.0 },
+            to: Position { stage: "monolith".into(), percent: 0.0 },
+            why: "rollback: service error rate 40.00%".into(),
+            by: "rollout".into(),
+        };
+        assert_eq!(
+            super::format_entry(&e),
+            "2026-11-26T15:00:00.000Z  catalog: canary 25% → monolith  by rollout\n    rollback: service error rate 40.00%\n"
+        );
+    }
 
     #[test]
     fn diffs_print_counts_noise_and_each_difference() {

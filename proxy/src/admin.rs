@@ -1,12 +1,16 @@
 //! The admin API (axum, on its own listener and runtime): health, routes, stage changes with
-//! write-back, reload, shadow diffs and Prometheus metrics. Everything but `/healthz` needs
-//! `Authorization: Bearer <token>` when a token is set.
+//! write-back, reload, shadow diffs, the audit log and Prometheus metrics. Everything but
+//! `/healthz` needs `Authorization: Bearer <token>` when a token is set.
+//!
+//! Stage changes are audited with the caller's `x-ficus-actor` header (`ficus stage` sends the
+//! user's name) and address: the bearer token is shared, so the actor is what the caller says.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -15,7 +19,10 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::error::ProxyError;
-use crate::state::{Reloaded, Shared};
+use crate::state::{Change, Reloaded, Shared};
+
+/// Request header naming who asks for a stage change (for the audit log).
+pub const ACTOR_HEADER: &str = "x-ficus-actor";
 
 #[derive(Clone)]
 struct AdminState {
@@ -24,16 +31,20 @@ struct AdminState {
 }
 
 /// The body of `PUT /routes/{name}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StageChange {
     /// monolith | shadow | canary | service
     pub stage: String,
     /// Share of cohorts for canary (0..=100); unchanged when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub percent: Option<f64>,
     /// Leave shadow even when its comparisons do not allow it yet (logged).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub force: bool,
+    /// Why, for the audit log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// The admin API's router.
@@ -44,6 +55,7 @@ pub fn router(shared: Arc<Shared>, token: Option<String>) -> Router {
         .route("/routes/{name}", put(set_stage).get(get_route))
         .route("/reload", post(reload))
         .route("/diffs", get(diffs))
+        .route("/audit", get(audit))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new().route("/healthz", get(|| async { "ok\n" })).merge(protected).with_state(state)
@@ -74,7 +86,7 @@ async fn auth(State(state): State<AdminState>, headers: HeaderMap, request: Requ
 }
 
 async fn list_routes(State(state): State<AdminState>) -> Response {
-    axum::Json(json!({ "routes": state.shared.routes() })).into_response()
+    axum::Json(json!({ "routes": state.shared.routes(), "progress": state.shared.progress() })).into_response()
 }
 
 async fn get_route(State(state): State<AdminState>, Path(name): Path<String>) -> Response {
@@ -93,15 +105,42 @@ fn status_of(e: &ProxyError) -> StatusCode {
     }
 }
 
-async fn set_stage(State(state): State<AdminState>, Path(name): Path<String>, body: Bytes) -> Response {
-    let change: StageChange = match serde_json::from_slice(&body) {
+/// Who asks, as the audit log names it: the `x-ficus-actor` header (printable, at most 64
+/// characters) and the caller's address.
+fn actor(headers: &HeaderMap, peer: Option<SocketAddr>) -> String {
+    let said = headers
+        .get(ACTOR_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.chars().filter(|c| !c.is_control()).take(64).collect::<String>())
+        .filter(|v| !v.trim().is_empty());
+    let from = peer.map_or_else(String::new, |p| format!(" from {}", p.ip()));
+    match said {
+        Some(who) => format!("{} (admin API{from})", who.trim()),
+        None => format!("admin API{from}"),
+    }
+}
+
+async fn set_stage(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+    extensions: axum::http::Extensions,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let body: StageChange = match serde_json::from_slice(&body) {
         Ok(c) => c,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("body must be {{\"stage\": …, \"percent\": …}}: {e}")),
     };
+    let change = match Change::parse(&body.stage, body.percent) {
+        Ok(c) => c
+            .force(body.force)
+            .by(actor(&headers, extensions.get::<ConnectInfo<SocketAddr>>().map(|p| p.0)))
+            .why(body.reason.unwrap_or_default()),
+        Err(e) => return error(status_of(&e), e),
+    };
     let shared = state.shared.clone();
     // File I/O: off the async threads.
-    let result =
-        tokio::task::spawn_blocking(move || shared.set_stage(&name, &change.stage, change.percent, change.force)).await;
+    let result = tokio::task::spawn_blocking(move || shared.set_stage(&name, change)).await;
     match result {
         Ok(Ok(route)) => {
             tracing::info!(route = %route.name, stage = %route.stage, percent = route.percent, "stage changed");
@@ -117,7 +156,7 @@ async fn set_stage(State(state): State<AdminState>, Path(name): Path<String>, bo
 
 async fn reload(State(state): State<AdminState>) -> Response {
     let shared = state.shared.clone();
-    match tokio::task::spawn_blocking(move || shared.reload()).await {
+    match tokio::task::spawn_blocking(move || shared.reload("POST /reload")).await {
         Ok(Ok(outcome)) => {
             if outcome == Reloaded::Applied {
                 tracing::info!("config reloaded (POST /reload)");
@@ -134,7 +173,7 @@ async fn reload(State(state): State<AdminState>) -> Response {
 }
 
 async fn metrics(State(state): State<AdminState>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.shared.metrics.render()).into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.shared.render_metrics()).into_response()
 }
 
 /// The query of `GET /diffs`.
@@ -151,4 +190,15 @@ async fn diffs(State(state): State<AdminState>, Query(q): Query<DiffsQuery>) -> 
         Some(report) => axum::Json(report).into_response(),
         None => error(StatusCode::NOT_FOUND, ProxyError::UnknownRoute(name)),
     }
+}
+
+/// The query of `GET /audit`.
+#[derive(Debug, Deserialize)]
+struct AuditQuery {
+    route: Option<String>,
+}
+
+/// `GET /audit[?route=NAME]`: the last stage changes, oldest first.
+async fn audit(State(state): State<AdminState>, Query(q): Query<AuditQuery>) -> Response {
+    axum::Json(json!({ "entries": state.shared.audit.recent(q.route.as_deref()) })).into_response()
 }

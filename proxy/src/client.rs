@@ -1,23 +1,34 @@
-//! A small client of the admin API, for `ficus routes`, `ficus stage` and `ficus diffs`: blocking calls that
-//! return typed routes or the server's error message.
+//! A small client of the admin API, for `ficus routes`, `ficus stage`, `ficus diffs` and
+//! `ficus audit`: blocking calls that return typed answers or the server's error message.
 
-use serde_json::json;
-
+use crate::admin::{ACTOR_HEADER, StageChange};
+use crate::audit::Entry;
 use crate::error::ProxyError;
 use crate::shadow::DiffReport;
-use crate::state::RouteView;
+use crate::state::{Progress, RouteView};
 
 /// A client of one proxy's admin API.
 #[derive(Debug, Clone)]
 pub struct AdminClient {
     base: String,
     token: Option<String>,
+    actor: Option<String>,
 }
 
 impl AdminClient {
     /// `base` is like `http://127.0.0.1:9901`; `token` is sent as a bearer token.
     pub fn new(base: &str, token: Option<String>) -> AdminClient {
-        AdminClient { base: base.trim_end_matches('/').to_owned(), token }
+        AdminClient { base: base.trim_end_matches('/').to_owned(), token, actor: None }
+    }
+
+    /// Names who makes the calls (sent as `x-ficus-actor`, recorded in the audit log).
+    pub fn actor(mut self, actor: Option<String>) -> AdminClient {
+        self.actor = actor;
+        self
+    }
+
+    fn unexpected(&self, path: &str, e: serde_json::Error) -> ProxyError {
+        ProxyError::Server(format!("unexpected answer from {}{path}: {e}", self.base))
     }
 
     fn call(
@@ -39,6 +50,9 @@ impl AdminClient {
             if let Some(t) = &self.token {
                 req = req.bearer_auth(t);
             }
+            if let Some(a) = &self.actor {
+                req = req.header(ACTOR_HEADER, a);
+            }
             if let Some(b) = body {
                 req = req.json(&b);
             }
@@ -56,46 +70,36 @@ impl AdminClient {
         })
     }
 
-    /// `GET /routes`.
-    pub fn routes(&self) -> Result<Vec<RouteView>, ProxyError> {
+    /// `GET /routes`: the routes and the migration's progress.
+    pub fn routes(&self) -> Result<(Vec<RouteView>, Progress), ProxyError> {
         let v = self.call(reqwest::Method::GET, "/routes", None)?;
-        serde_json::from_value(v.get("routes").cloned().unwrap_or_default())
-            .map_err(|e| ProxyError::Server(format!("unexpected answer from {}/routes: {e}", self.base)))
+        let routes = serde_json::from_value(v.get("routes").cloned().unwrap_or_default())
+            .map_err(|e| self.unexpected("/routes", e))?;
+        let progress = serde_json::from_value(v.get("progress").cloned().unwrap_or_default())
+            .map_err(|e| self.unexpected("/routes", e))?;
+        Ok((routes, progress))
     }
 
-    /// `PUT /routes/{name}`; `force` leaves shadow even when its comparisons do not allow it.
-    pub fn set_stage(
-        &self,
-        route: &str,
-        stage: &str,
-        percent: Option<f64>,
-        force: bool,
-    ) -> Result<RouteView, ProxyError> {
-        let mut body = json!({ "stage": stage });
-        if force {
-            body["force"] = json!(true);
-        }
-        if let Some(p) = percent {
-            body["percent"] = json!(p);
-        }
-        let v = self.call(reqwest::Method::PUT, &format!("/routes/{route}"), Some(body))?;
-        serde_json::from_value(v).map_err(|e| ProxyError::Server(format!("unexpected answer from {}: {e}", self.base)))
+    /// `PUT /routes/{name}`.
+    pub fn set_stage(&self, route: &str, change: &StageChange) -> Result<RouteView, ProxyError> {
+        let body = serde_json::to_value(change).map_err(|e| ProxyError::Server(e.to_string()))?;
+        let path = format!("/routes/{}", encode(route));
+        let v = self.call(reqwest::Method::PUT, &path, Some(body))?;
+        serde_json::from_value(v).map_err(|e| self.unexpected(&path, e))
+    }
+
+    /// `GET /audit[?route=NAME]`: the last stage changes, oldest first.
+    pub fn audit(&self, route: Option<&str>) -> Result<Vec<Entry>, ProxyError> {
+        let path = route.map_or_else(|| "/audit".to_owned(), |r| format!("/audit?route={}", encode(r)));
+        let v = self.call(reqwest::Method::GET, &path, None)?;
+        serde_json::from_value(v.get("entries").cloned().unwrap_or_default()).map_err(|e| self.unexpected(&path, e))
     }
 
     /// `GET /diffs?route=NAME`: the shadow comparison report of a route.
     pub fn diffs(&self, route: &str) -> Result<DiffReport, ProxyError> {
-        let encoded: String = route
-            .bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
-                    char::from(b).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect();
-        let v = self.call(reqwest::Method::GET, &format!("/diffs?route={encoded}"), None)?;
-        serde_json::from_value(v).map_err(|e| ProxyError::Server(format!("unexpected answer from {}: {e}", self.base)))
+        let path = format!("/diffs?route={}", encode(route));
+        let v = self.call(reqwest::Method::GET, &path, None)?;
+        serde_json::from_value(v).map_err(|e| self.unexpected(&path, e))
     }
 
     /// `POST /reload`.
@@ -103,4 +107,18 @@ impl AdminClient {
         let v = self.call(reqwest::Method::POST, "/reload", None)?;
         Ok(v.get("reloaded").and_then(|r| r.as_bool()).unwrap_or(false))
     }
+}
+
+/// Percent-encodes a route name for a path segment or a query value.
+fn encode(route: &str) -> String {
+    route
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }

@@ -66,6 +66,7 @@ struct RawProxy {
     health_interval_ms: Option<Spanned<i64>>,
     breaker_failures: Option<Spanned<i64>>,
     breaker_cooldown_ms: Option<Spanned<i64>>,
+    audit_log: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -99,6 +100,19 @@ struct RawRoute {
     shadow_ignore: Option<Spanned<Vec<String>>>,
     shadow_max_mismatch: Option<Spanned<f64>>,
     shadow_min_compared: Option<Spanned<i64>>,
+    shadow_headers: Option<Spanned<Vec<String>>>,
+    rollout: Option<Spanned<RawRollout>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRollout {
+    steps: Spanned<Vec<f64>>,
+    dwell_seconds: Option<Spanned<f64>>,
+    min_requests: Option<Spanned<i64>>,
+    max_error_rate_increase: Option<Spanned<f64>>,
+    max_p99_ratio: Option<Spanned<f64>>,
+    p99_slack_ms: Option<Spanned<f64>>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -160,6 +174,9 @@ pub struct ProxyOptions {
     pub breaker_failures: u32,
     /// How long an open breaker keeps the address out before one probe request is let through.
     pub breaker_cooldown: Duration,
+    /// The audit log file as written in the config (relative to the config's directory); `None`:
+    /// `<config stem>.audit.jsonl` beside the config.
+    pub audit_log: Option<String>,
 }
 
 /// One upstream: a named set of addresses.
@@ -400,11 +417,51 @@ pub struct RouteSpec {
     pub shadow_max_mismatch: f64,
     /// Leaving shadow for canary or service needs at least this many comparisons.
     pub shadow_min_compared: u64,
+    /// Response headers the shadow comparison looks at (lower case).
+    pub shadow_headers: Vec<HeaderName>,
+    /// The progressive rollout policy of the canary stage, if any.
+    pub rollout: Option<RolloutPolicy>,
     /// Line of the route's `[[routes]]` table in the file.
     pub line: usize,
 }
 
+/// Default of a route's `shadow_headers`.
+pub const DEFAULT_SHADOW_HEADERS: [&str; 1] = ["content-type"];
+
+/// A route's progressive rollout in the canary stage: the percent goes up step by step while the
+/// service's answers stay within bounds of the monolith's, and the route goes back to the
+/// monolith when they do not (see [`crate::rollout`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RolloutPolicy {
+    /// The canary percents, strictly ascending; after the last, if it is 100, the route moves to
+    /// stage `service`.
+    pub steps: Vec<Percent>,
+    /// Minimum time at each step.
+    pub dwell: Duration,
+    /// Minimum requests the service answers at each step before it may advance.
+    pub min_requests: u64,
+    /// The service's error rate (5xx and fallbacks) may exceed the monolith's by this much (0..=1).
+    pub max_error_rate_increase: f64,
+    /// The service's p99 latency may be at most the monolith's times this, plus `p99_slack`.
+    pub max_p99_ratio: f64,
+    /// Absolute allowance added to the p99 bound, so sub-millisecond jitter cannot fail a step.
+    pub p99_slack: Duration,
+}
+
 impl Config {
+    /// The audit log's path: `proxy.audit_log` relative to the config's directory, or
+    /// `<config stem>.audit.jsonl` beside it.
+    pub fn audit_path(&self, config_path: &Path) -> PathBuf {
+        let dir = config_path.parent().unwrap_or(Path::new("."));
+        match &self.proxy.audit_log {
+            Some(p) => dir.join(p),
+            None => {
+                let stem = config_path.file_stem().map_or_else(|| "ficus".into(), |s| s.to_string_lossy().into_owned());
+                dir.join(format!("{stem}.audit.jsonl"))
+            }
+        }
+    }
+
     /// Reads and validates the config file.
     pub fn load(path: &Path) -> Result<(Config, String), ProxyError> {
         let text = std::fs::read_to_string(path).map_err(|source| ProxyError::Io { path: path.to_owned(), source })?;
@@ -523,6 +580,13 @@ impl Validator<'_> {
                 2000,
                 3_600_000,
             )? as u64),
+            audit_log: match &raw.proxy.audit_log {
+                Some(a) if a.get_ref().trim().is_empty() => {
+                    return Err(self.err(a.span(), "proxy.audit_log must name a file (every stage change is audited)"));
+                }
+                Some(a) => Some(a.get_ref().clone()),
+                None => None,
+            },
         };
 
         let mut upstreams = Vec::new();
@@ -674,6 +738,22 @@ impl Validator<'_> {
                     self.err(n.span(), format!("route `{name}`: shadow_min_compared must not be negative"))
                 })?,
             };
+            let shadow_headers = match &r.shadow_headers {
+                None => DEFAULT_SHADOW_HEADERS.iter().map(|h| HeaderName::from_static(h)).collect(),
+                Some(list) => list
+                    .get_ref()
+                    .iter()
+                    .map(|h| {
+                        HeaderName::from_bytes(h.trim().to_ascii_lowercase().as_bytes()).map_err(|_| {
+                            self.err(
+                                list.span(),
+                                format!("route `{name}`: shadow_headers entry `{h}` is not a header name"),
+                            )
+                        })
+                    })
+                    .collect::<Result<_, _>>()?,
+            };
+            let rollout = r.rollout.as_ref().map(|p| self.rollout(name, p)).transpose()?;
             routes.push(RouteSpec {
                 name: name.clone(),
                 path,
@@ -688,10 +768,59 @@ impl Validator<'_> {
                 shadow_ignore,
                 shadow_max_mismatch,
                 shadow_min_compared,
+                shadow_headers,
+                rollout,
                 line,
             });
         }
         Ok(Config { listen, server, proxy, upstreams, default_upstream, routes })
+    }
+}
+
+impl Validator<'_> {
+    fn rollout(&self, name: &str, spanned: &Spanned<RawRollout>) -> Result<RolloutPolicy, ConfigError> {
+        let p = spanned.get_ref();
+        let steps_err = |reason: &str| self.err(p.steps.span(), format!("route `{name}`: rollout.steps {reason}"));
+        if p.steps.get_ref().is_empty() {
+            return Err(steps_err("must list at least one percent, e.g. [5, 25, 50, 100]"));
+        }
+        let mut steps: Vec<Percent> = Vec::new();
+        for &s in p.steps.get_ref() {
+            let percent = Percent::from_percent(s)
+                .filter(|p| p.basis_points() > 0)
+                .ok_or_else(|| steps_err(&format!("holds {s}: each step must be above 0 and at most 100")))?;
+            if steps.last().is_some_and(|last| *last >= percent) {
+                return Err(steps_err("must be strictly ascending"));
+            }
+            steps.push(percent);
+        }
+        let fraction = |v: &Option<Spanned<f64>>, what: &str, default: f64| match v {
+            None => Ok(default),
+            Some(x) if (0.0..=1.0).contains(x.get_ref()) => Ok(*x.get_ref()),
+            Some(x) => Err(self.err(x.span(), format!("route `{name}`: rollout.{what} must be between 0 and 1"))),
+        };
+        let non_negative = |v: &Option<Spanned<f64>>, what: &str, default: f64, max: f64| match v {
+            None => Ok(default),
+            Some(x) if (0.0..=max).contains(x.get_ref()) => Ok(*x.get_ref()),
+            Some(x) => Err(self.err(x.span(), format!("route `{name}`: rollout.{what} must be between 0 and {max}"))),
+        };
+        let max_p99_ratio = match &p.max_p99_ratio {
+            None => 1.5,
+            Some(x) if (1.0..=100.0).contains(x.get_ref()) => *x.get_ref(),
+            Some(x) => {
+                return Err(
+                    self.err(x.span(), format!("route `{name}`: rollout.max_p99_ratio must be between 1 and 100"))
+                );
+            }
+        };
+        Ok(RolloutPolicy {
+            steps,
+            dwell: Duration::from_secs_f64(non_negative(&p.dwell_seconds, "dwell_seconds", 60.0, 86_400.0)?),
+            min_requests: self.positive(&p.min_requests, "rollout.min_requests", 100, 1_000_000_000)? as u64,
+            max_error_rate_increase: fraction(&p.max_error_rate_increase, "max_error_rate_increase", 0.01)?,
+            max_p99_ratio,
+            p99_slack: Duration::from_secs_f64(non_negative(&p.p99_slack_ms, "p99_slack_ms", 5.0, 60_000.0)? / 1000.0),
+        })
     }
 }
 

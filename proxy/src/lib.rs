@@ -6,14 +6,18 @@
 //! pure routing decision `select`), [`upstream`] (pools, health checks, circuit breakers),
 //! [`service`] (Pingora's `ProxyHttp` hooks), [`state`] (the live state and its write-back),
 //! [`admin`] (the admin API), [`server`] (start and stop, in-process or from the command line),
-//! [`metrics`] (Prometheus), [`shadow`] (the shadow stage's mirroring and diffing), [`client`] (the admin API's client for the command line).
+//! [`metrics`] (Prometheus), [`shadow`] (the shadow stage's mirroring and diffing), [`rollout`]
+//! (progressive canary steps and automatic rollback), [`audit`] (the log of every stage change),
+//! [`client`] (the admin API's client for the command line).
 
 pub mod admin;
+pub mod audit;
 pub mod client;
 pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod normalize;
+pub mod rollout;
 pub mod router;
 pub mod server;
 pub mod service;
@@ -26,4 +30,4 @@ pub use config::Config;
 pub use error::{ConfigError, ProxyError};
 pub use router::{Decision, RequestHead, RouteTable, select};
 pub use server::{RunningProxy, StartOptions, Stop};
-pub use state::{RouteView, Shared};
+pub use state::{Change, Progress, RouteView, Shared};

@@ -3,7 +3,8 @@
 //! only increments atomics.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry,
 };
 
 /// Route label of requests no route matched.
@@ -30,6 +31,14 @@ pub struct Metrics {
     shadow_compared: IntCounterVec,
     shadow_mismatched: IntCounterVec,
     shadow_dropped: IntCounterVec,
+    /// Routes per stage.
+    pub migration_routes: IntGaugeVec,
+    /// Share of the routes served by the new services (canary counted by its percent).
+    pub migration_endpoint_share: Gauge,
+    /// Share of the requests since start answered by the new services.
+    pub migration_traffic_share: Gauge,
+    /// Per route: the share of its traffic its stage gives the service (0, the canary percent, 1).
+    pub route_service_share: GaugeVec,
 }
 
 /// Handles for one (route, upstream) pair.
@@ -50,6 +59,81 @@ impl TargetMetrics {
     /// Requests counted so far.
     pub fn total(&self) -> u64 {
         self.by_class.iter().map(IntCounter::get).sum()
+    }
+
+    /// The counts so far: requests, 5xx answers and the latency histogram's buckets.
+    pub fn tally(&self) -> Tally {
+        use prometheus::core::Metric;
+        let m = self.latency.metric();
+        let buckets = m.get_histogram().get_bucket().iter().map(|b| b.cumulative_count()).collect();
+        Tally { requests: self.total(), errors: self.by_class[4].get(), buckets }
+    }
+}
+
+/// Upper bounds (seconds) of the latency histogram's buckets.
+pub const LATENCY_BUCKETS: [f64; 14] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// A snapshot of one target's counters; two snapshots give the traffic between them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Tally {
+    /// Requests answered.
+    pub requests: u64,
+    /// Of which 5xx.
+    pub errors: u64,
+    /// Cumulative count per bucket of [`LATENCY_BUCKETS`].
+    pub buckets: Vec<u64>,
+}
+
+impl Tally {
+    /// What was counted after `earlier`.
+    pub fn since(&self, earlier: &Tally) -> Tally {
+        Tally {
+            requests: self.requests.saturating_sub(earlier.requests),
+            errors: self.errors.saturating_sub(earlier.errors),
+            buckets: self
+                .buckets
+                .iter()
+                .enumerate()
+                .map(|(i, b)| b.saturating_sub(earlier.buckets.get(i).copied().unwrap_or(0)))
+                .collect(),
+        }
+    }
+
+    /// Adds another tally's counts.
+    pub fn add(&mut self, other: &Tally) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        self.buckets.resize(self.buckets.len().max(other.buckets.len()), 0);
+        for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
+            *a += b;
+        }
+    }
+
+    /// The share of 5xx answers (0 when there was no request).
+    pub fn error_rate(&self) -> f64 {
+        if self.requests == 0 { 0.0 } else { self.errors as f64 / self.requests as f64 }
+    }
+
+    /// The 99th percentile latency in seconds, interpolated linearly inside its bucket as
+    /// Prometheus's `histogram_quantile` does; `None` without samples. Above the last bucket it
+    /// is the last bound.
+    pub fn p99(&self) -> Option<f64> {
+        if self.requests == 0 {
+            return None;
+        }
+        let rank = 0.99 * self.requests as f64;
+        let mut lower = (0.0, 0u64);
+        for (i, &count) in self.buckets.iter().enumerate() {
+            let upper = LATENCY_BUCKETS.get(i).copied().unwrap_or(f64::INFINITY);
+            if count as f64 >= rank {
+                let in_bucket = (count - lower.1) as f64;
+                let fraction = if in_bucket == 0.0 { 1.0 } else { (rank - lower.1 as f64) / in_bucket };
+                return Some(lower.0 + (upper - lower.0) * fraction);
+            }
+            lower = (upper, count);
+        }
+        Some(LATENCY_BUCKETS[LATENCY_BUCKETS.len() - 1])
     }
 }
 
@@ -75,7 +159,7 @@ impl Metrics {
         .expect("valid metric");
         let latency = HistogramVec::new(
             HistogramOpts::new("ficus_request_duration_seconds", "Time from request head to the end of the response")
-                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+                .buckets(LATENCY_BUCKETS.to_vec()),
             &["route", "upstream"],
         )
         .expect("valid metric");
@@ -104,6 +188,24 @@ impl Metrics {
         let shadow_mismatched =
             shadow("ficus_shadow_mismatched_total", "Shadow comparisons with a difference that is not noise");
         let shadow_dropped = shadow("ficus_shadow_dropped_total", "Shadow copies dropped because the queue was full");
+        let migration_routes =
+            IntGaugeVec::new(Opts::new("ficus_migration_routes", "Routes per migration stage"), &["stage"])
+                .expect("valid metric");
+        let migration_endpoint_share = Gauge::new(
+            "ficus_migration_endpoint_share",
+            "Share of the routes served by the new services (a canary route counts by its percent)",
+        )
+        .expect("valid metric");
+        let migration_traffic_share = Gauge::new(
+            "ficus_migration_traffic_share",
+            "Share of the requests since the proxy started that the new services answered",
+        )
+        .expect("valid metric");
+        let route_service_share = GaugeVec::new(
+            Opts::new("ficus_route_service_share", "Share of a route's traffic its stage sends to the service"),
+            &["route"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -114,6 +216,10 @@ impl Metrics {
             Box::new(shadow_compared.clone()),
             Box::new(shadow_mismatched.clone()),
             Box::new(shadow_dropped.clone()),
+            Box::new(migration_routes.clone()),
+            Box::new(migration_endpoint_share.clone()),
+            Box::new(migration_traffic_share.clone()),
+            Box::new(route_service_share.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -128,6 +234,10 @@ impl Metrics {
             shadow_compared,
             shadow_mismatched,
             shadow_dropped,
+            migration_routes,
+            migration_endpoint_share,
+            migration_traffic_share,
+            route_service_share,
         }
     }
 

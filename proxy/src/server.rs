@@ -7,8 +7,8 @@
 //!   uses, so with `--upgrade` the sockets inherited from the old process are taken instead;
 //! - Pingora runs in its own thread with a shutdown watch that listens to Unix signals (for the
 //!   command) and to a channel (for tests), so `RunningProxy::stop` ends it from the outside;
-//! - the admin API, the config-file watcher, SIGHUP and the health checks run on a small tokio
-//!   runtime in a second thread.
+//! - the admin API, the config-file watcher, SIGHUP, the rollout controller and the health checks
+//!   run on a small tokio runtime in a second thread.
 
 use std::net::SocketAddr;
 use std::os::fd::IntoRawFd;
@@ -326,6 +326,7 @@ async fn admin_main(
             let shutdown = async move {
                 let _ = stop.wait_for(|s| *s).await;
             };
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
             if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
                 tracing::error!("admin API stopped: {e}");
             }
@@ -356,7 +357,7 @@ async fn admin_main(
             };
             while hup.recv().await.is_some() {
                 let s = s.clone();
-                match tokio::task::spawn_blocking(move || s.reload()).await {
+                match tokio::task::spawn_blocking(move || s.reload("SIGHUP")).await {
                     Ok(Ok(_)) => tracing::info!("config reloaded (SIGHUP)"),
                     Ok(Err(e)) => tracing::error!("config refused, keeping the last good one: {e}"),
                     Err(_) => {}
@@ -364,6 +365,8 @@ async fn admin_main(
             }
         });
     }
+    // Progressive rollouts of the routes in canary that have a policy.
+    tasks.spawn(crate::rollout::run(shared.clone()));
     // Active health checks of every upstream of the live config.
     let checked = shared.clone();
     tasks.spawn(async move {

@@ -68,6 +68,7 @@ struct Capture {
     headers: http::HeaderMap,
     request_body: BytesMut,
     status: Option<u16>,
+    response_headers: Vec<(http::HeaderName, String)>,
     body: BytesMut,
     too_large: bool,
 }
@@ -208,11 +209,12 @@ impl FicusProxy {
             path_and_query: c.path_and_query,
             headers: c.headers,
             body: c.request_body.freeze(),
-            monolith: shadow::Answer { status, body: c.body.freeze() },
+            monolith: shadow::Answer { status, headers: c.response_headers, body: c.body.freeze() },
             monolith_addr: pick(rt.config.default_upstream),
             service_addr: pick(route.upstream),
             timeout: service.connect_timeout + service.read_timeout,
             ignore: route.shadow_ignore.clone().into(),
+            compared_headers: route.shadow_headers.clone().into(),
         });
     }
 
@@ -326,6 +328,7 @@ impl ProxyHttp for FicusProxy {
                     headers: req.headers.clone(),
                     request_body: BytesMut::new(),
                     status: None,
+                    response_headers: Vec::new(),
                     body: BytesMut::new(),
                     too_large: false,
                 }));
@@ -473,8 +476,9 @@ impl ProxyHttp for FicusProxy {
         if let Some(id) = &ctx.generated_request_id {
             resp.insert_header(REQUEST_ID, id.clone())?;
         }
-        if let Some(c) = ctx.shadow.as_deref_mut() {
+        if let (Some(c), Some(rt)) = (ctx.shadow.as_deref_mut(), &ctx.rt) {
             c.status = Some(resp.status.as_u16());
+            c.response_headers = shadow::chosen_headers(&resp.headers, &rt.config.routes[c.route].shadow_headers);
         }
         Ok(())
     }

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, Method};
+use http::{HeaderMap, HeaderName, Method};
 use prometheus::IntCounter;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -46,13 +46,35 @@ pub const STATUS_POINTER: &str = "(status)";
 /// Header that marks a shadow copy, so upstreams can tell it apart.
 pub const SHADOW_HEADER: &str = "x-ficus-shadow";
 
-/// One answer: status and body (up to [`BODY_LIMIT`]).
+/// One answer: status, the route's chosen headers and body (up to [`BODY_LIMIT`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Answer {
     /// Status code.
     pub status: u16,
+    /// The route's `shadow_headers` the answer carried, each with its values joined by ", ".
+    pub headers: Vec<(HeaderName, String)>,
     /// Body bytes.
     pub body: Bytes,
+}
+
+impl Answer {
+    /// An answer without compared headers.
+    pub fn new(status: u16, body: Bytes) -> Answer {
+        Answer { status, headers: Vec::new(), body }
+    }
+}
+
+/// The headers of `names` that `map` holds, each with its values joined by ", ".
+pub fn chosen_headers(map: &HeaderMap, names: &[HeaderName]) -> Vec<(HeaderName, String)> {
+    names
+        .iter()
+        .filter(|n| map.contains_key(*n))
+        .map(|n| {
+            let values: Vec<String> =
+                map.get_all(n).iter().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).collect();
+            (n.clone(), values.join(", "))
+        })
+        .collect()
 }
 
 /// A request copy and the monolith's answer to it, handed to the route's workers.
@@ -76,6 +98,8 @@ pub struct Job {
     pub timeout: Duration,
     /// The route's `shadow_ignore` patterns.
     pub ignore: Arc<[String]>,
+    /// The route's `shadow_headers`.
+    pub compared_headers: Arc<[HeaderName]>,
 }
 
 /// One difference between two answers.
@@ -335,11 +359,12 @@ async fn call(client: &reqwest::Client, addr: SocketAddr, job: &Job) -> Result<A
         .await
         .map_err(|e| e.to_string())?;
     let status = resp.status().as_u16();
+    let headers = chosen_headers(resp.headers(), &job.compared_headers);
     let body = resp.bytes().await.map_err(|e| e.to_string())?;
     if body.len() > BODY_LIMIT {
         return Err(format!("body over {BODY_LIMIT} bytes"));
     }
-    Ok(Answer { status, body })
+    Ok(Answer { status, headers, body })
 }
 
 async fn work(shadow: &RouteShadow, client: &reqwest::Client, job: Job) {
@@ -368,8 +393,8 @@ async fn work(shadow: &RouteShadow, client: &reqwest::Client, job: Job) {
     }
 }
 
-/// Compares the monolith's answer with another: status, then bodies (JSON structurally when both
-/// parse as JSON, bytes otherwise).
+/// Compares the monolith's answer with another: status, the chosen headers, then bodies (JSON
+/// structurally when both parse as JSON, bytes otherwise).
 pub fn compare(monolith: &Answer, other: &Answer) -> Vec<Difference> {
     let mut out = Vec::new();
     if monolith.status != other.status {
@@ -379,6 +404,17 @@ pub fn compare(monolith: &Answer, other: &Answer) -> Vec<Difference> {
             service: Value::from(other.status),
             pattern: STATUS_POINTER.to_owned(),
         });
+    }
+    let names: BTreeSet<&str> = monolith.headers.iter().chain(&other.headers).map(|(n, _)| n.as_str()).collect();
+    for name in names {
+        let value = |a: &Answer| {
+            a.headers.iter().find(|(n, _)| n.as_str() == name).map_or(Value::Null, |(_, v)| Value::from(v.as_str()))
+        };
+        let (m, o) = (value(monolith), value(other));
+        if m != o {
+            let pointer = format!("(header {name})");
+            out.push(Difference { pointer: pointer.clone(), monolith: m, service: o, pattern: pointer });
+        }
     }
     if monolith.body == other.body {
         return out;
@@ -476,7 +512,8 @@ fn absent_on_one_side(pointer: &str, pattern: &str, monolith: Option<&Value>, se
 /// Whether a pointer pattern (`*` matches any one segment) matches `pointer` or one of its
 /// ancestors, so ignoring `/meta` also ignores `/meta/at`. `""` matches everything.
 pub fn pattern_matches(pattern: &str, pointer: &str) -> bool {
-    if pattern == STATUS_POINTER || pointer == STATUS_POINTER {
+    // `(status)` and `(header NAME)` match only themselves.
+    if pattern.starts_with('(') || pointer.starts_with('(') {
         return pattern == pointer;
     }
     if pattern.is_empty() {
@@ -496,9 +533,16 @@ pub fn pattern_matches(pattern: &str, pointer: &str) -> bool {
     }
 }
 
-/// Checks a `shadow_ignore` entry: `""` or a pointer starting with `/`.
+/// Checks a `shadow_ignore` entry: `""`, a pointer starting with `/`, `(status)` or
+/// `(header NAME)`.
 pub fn valid_pattern(pattern: &str) -> bool {
-    pattern.is_empty() || pattern.starts_with('/')
+    pattern.is_empty()
+        || pattern.starts_with('/')
+        || pattern == STATUS_POINTER
+        || pattern
+            .strip_prefix("(header ")
+            .and_then(|p| p.strip_suffix(')'))
+            .is_some_and(|n| HeaderName::from_bytes(n.as_bytes()).is_ok_and(|h| h.as_str() == n))
 }
 
 #[cfg(test)]
@@ -535,15 +579,37 @@ mod tests {
 
     #[test]
     fn non_json_bodies_compare_byte_for_byte_and_status_counts() {
-        let a = Answer { status: 200, body: Bytes::from_static(b"hello") };
-        let b = Answer { status: 200, body: Bytes::from_static(b"hellO") };
+        let a = Answer::new(200, Bytes::from_static(b"hello"));
+        let b = Answer::new(200, Bytes::from_static(b"hellO"));
         assert_eq!(pointers(&compare(&a, &b)), [""]);
         assert!(compare(&a, &a.clone()).is_empty());
-        let c = Answer { status: 404, body: Bytes::from_static(b"hello") };
+        let c = Answer::new(404, Bytes::from_static(b"hello"));
         assert_eq!(pointers(&compare(&a, &c)), [STATUS_POINTER]);
-        let j1 = Answer { status: 200, body: Bytes::from_static(br#"{"a":1,"b":2}"#) };
-        let j2 = Answer { status: 200, body: Bytes::from_static(br#"{"b":2, "a":1}"#) };
+        let j1 = Answer::new(200, Bytes::from_static(br#"{"a":1,"b":2}"#));
+        let j2 = Answer::new(200, Bytes::from_static(br#"{"b":2, "a":1}"#));
         assert!(compare(&j1, &j2).is_empty());
+    }
+
+    #[test]
+    fn chosen_headers_are_compared_by_value() {
+        let names = [HeaderName::from_static("content-type"), HeaderName::from_static("cache-control")];
+        let mut m = HeaderMap::new();
+        m.insert("content-type", http::HeaderValue::from_static("application/json"));
+        m.insert("date", http::HeaderValue::from_static("now"));
+        let mut s = m.clone();
+        s.insert("date", http::HeaderValue::from_static("later"));
+        let answer = |h: &HeaderMap| Answer { status: 200, headers: chosen_headers(h, &names), body: Bytes::new() };
+        // `date` is not chosen: no difference.
+        assert!(compare(&answer(&m), &answer(&s)).is_empty());
+        s.insert("content-type", http::HeaderValue::from_static("text/plain"));
+        s.append("cache-control", http::HeaderValue::from_static("no-store"));
+        let d = compare(&answer(&m), &answer(&s));
+        assert_eq!(pointers(&d), ["(header cache-control)", "(header content-type)"]);
+        assert_eq!((d[0].monolith.clone(), d[0].service.clone()), (Value::Null, json!("no-store")));
+        assert_eq!(d[1].service, json!("text/plain"));
+        assert!(pattern_matches("(header content-type)", &d[1].pointer));
+        assert!(!pattern_matches("", &d[1].pointer));
+        assert!(valid_pattern("(header etag)") && !valid_pattern("(header Bad Name)"));
     }
 
     #[test]

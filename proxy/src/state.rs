@@ -9,9 +9,11 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use serde::Serialize;
 
-use crate::config::{Config, Percent, Stage};
+use crate::audit::{AuditLog, Entry, Position};
+use crate::config::{Config, Percent, RouteSpec, Stage};
 use crate::error::{ConfigError, ProxyError};
 use crate::metrics::{Metrics, REJECTED, RouteMetrics, TargetMetrics, UNMATCHED};
+use crate::rollout::{RolloutStatus, Rollouts};
 use crate::router::RouteTable;
 use crate::shadow::{DiffReport, Shadows};
 use crate::upstream::{UpstreamPool, build_pools};
@@ -78,6 +80,101 @@ pub struct RouteView {
     /// In stage shadow, non-idempotent methods are mirrored too.
     #[serde(default)]
     pub shadow_writes: bool,
+    /// The progressive rollout in progress, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
+}
+
+/// How far the migration is: what `GET /routes` shows beside the routes, and the
+/// `ficus_migration_*` metrics.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
+pub struct Progress {
+    /// Routes in the config.
+    pub routes: usize,
+    /// Routes per stage.
+    pub monolith: usize,
+    /// In shadow (still served by the monolith).
+    pub shadow: usize,
+    /// In canary.
+    pub canary: usize,
+    /// Served by their service.
+    pub service: usize,
+    /// Share (0..=1) of the routes served by the new services: a route in `service` counts 1, a
+    /// route in canary at 25 % counts 0.25.
+    pub endpoint_share: f64,
+    /// Requests proxied since the proxy started (matched or not).
+    pub requests_total: u64,
+    /// Of which answered by a new service.
+    pub requests_service: u64,
+    /// `requests_service / requests_total` (0 before any request).
+    pub traffic_share: f64,
+}
+
+/// A requested change of a route's stage, with who asks and why (for the audit log).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// The new stage.
+    pub stage: Stage,
+    /// The new canary percent; unchanged when `None`.
+    pub percent: Option<Percent>,
+    /// Leave shadow even when its comparisons do not allow it yet.
+    pub force: bool,
+    /// Who asks.
+    pub by: String,
+    /// Why.
+    pub why: String,
+    /// Apply only if the route is still at this stage and percent (the rollout controller's
+    /// changes, so that an operator's change in between wins).
+    pub expect: Option<(Stage, Percent)>,
+}
+
+impl Change {
+    /// A change to `stage` (and `percent`), by the admin API unless said otherwise.
+    pub fn new(stage: Stage, percent: Option<Percent>) -> Change {
+        Change { stage, percent, force: false, by: "admin API".to_owned(), why: String::new(), expect: None }
+    }
+
+    /// Parses the admin API's strings.
+    pub fn parse(stage: &str, percent: Option<f64>) -> Result<Change, ProxyError> {
+        let parsed = Stage::parse(stage).ok_or_else(|| {
+            ProxyError::InvalidChange(format!("stage `{stage}` is not one of monolith, shadow, canary, service"))
+        })?;
+        let percent = percent
+            .map(|p| {
+                Percent::from_percent(p)
+                    .ok_or_else(|| ProxyError::InvalidChange(format!("percent {p} is not between 0 and 100")))
+            })
+            .transpose()?;
+        Ok(Change::new(parsed, percent))
+    }
+
+    /// Sets who asks.
+    pub fn by(mut self, by: impl Into<String>) -> Change {
+        self.by = by.into();
+        self
+    }
+
+    /// Sets why.
+    pub fn why(mut self, why: impl Into<String>) -> Change {
+        self.why = why.into();
+        self
+    }
+
+    /// Sets `force`.
+    pub fn force(mut self, force: bool) -> Change {
+        self.force = force;
+        self
+    }
+
+    /// Applies only if the route is still at `stage` and `percent`.
+    pub fn expecting(mut self, stage: Stage, percent: Percent) -> Change {
+        self.expect = Some((stage, percent));
+        self
+    }
+}
+
+fn position(stage: Stage, percent: Percent) -> Position {
+    Position { stage: stage.as_str().to_owned(), percent: percent.as_percent() }
 }
 
 /// The result of a reload.
@@ -99,6 +196,10 @@ pub struct Shared {
     write_lock: Mutex<String>,
     /// The shadow stage's queues and comparison stats, by route name (kept across reloads).
     pub shadows: Shadows,
+    /// Every stage change.
+    pub audit: AuditLog,
+    /// Rollouts in progress.
+    pub rollouts: Rollouts,
 }
 
 impl Shared {
@@ -107,6 +208,7 @@ impl Shared {
         let config_path = crate::config::absolute(config_path);
         let (config, text) = Config::load(&config_path)?;
         let metrics = Metrics::new();
+        let audit = AuditLog::open(config.audit_path(&config_path));
         let runtime = Runtime::build(config, &metrics, &[]).map_err(|e| with_file(e, &config_path))?;
         metrics.reloads.with_label_values(&["ok"]).inc();
         Ok(Shared {
@@ -115,6 +217,8 @@ impl Shared {
             metrics,
             write_lock: Mutex::new(text),
             shadows: Shadows::default(),
+            audit,
+            rollouts: Rollouts::default(),
         })
     }
 
@@ -137,17 +241,23 @@ impl Shared {
         self.write_lock.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Re-reads the config file; on any error the live state is kept.
-    pub fn reload(&self) -> Result<Reloaded, ProxyError> {
+    /// Re-reads the config file; on any error the live state is kept. `trigger` (file change,
+    /// SIGHUP, POST /reload) is what the audit log gives as the reason of the stage changes the
+    /// file brings.
+    pub fn reload(&self, trigger: &str) -> Result<Reloaded, ProxyError> {
         let mut last = self.lock();
         let text = std::fs::read_to_string(&self.config_path)
             .map_err(|source| ProxyError::Io { path: self.config_path.clone(), source })?;
         if *last == text {
             return Ok(Reloaded::Unchanged);
         }
+        let old = self.current();
         let result = self.apply_text(&text);
         // Remember the text either way, so a watcher does not report the same bad file forever.
         *last = text;
+        if result.is_ok() {
+            self.audit_reload(&old.config, &self.current().config, trigger);
+        }
         result.map(|()| Reloaded::Applied)
     }
 
@@ -157,15 +267,40 @@ impl Shared {
         if *self.lock() == text {
             return None;
         }
-        Some(self.reload())
+        Some(self.reload("the config file changed"))
+    }
+
+    /// Audits the stage changes a reloaded file brought.
+    fn audit_reload(&self, old: &Config, new: &Config, trigger: &str) {
+        for r in &new.routes {
+            let before = old.routes.iter().find(|o| o.name == r.name);
+            let from = before.map_or_else(
+                || Position { stage: "(new route)".to_owned(), percent: 0.0 },
+                |o| position(o.stage, o.percent),
+            );
+            if before.is_some_and(|o| o.stage == r.stage && o.percent == r.percent) {
+                continue;
+            }
+            self.audit.record(Entry {
+                time: crate::audit::now(),
+                route: r.name.clone(),
+                from,
+                to: position(r.stage, r.percent),
+                why: format!("reload: {trigger}"),
+                by: format!("config file {}", self.config_path.display()),
+            });
+        }
     }
 
     fn apply_text(&self, text: &str) -> Result<(), ProxyError> {
         let outcome = Config::parse(text, &self.config_path).map_err(ProxyError::from).and_then(|config| {
             let old = self.state.load();
-            if config.listen != old.config.listen || config.server != old.config.server {
+            if config.listen != old.config.listen
+                || config.server != old.config.server
+                || config.proxy.audit_log != old.config.proxy.audit_log
+            {
                 tracing::warn!(
-                    "{}: [listen] and [server] changes take effect at the next restart",
+                    "{}: [listen], [server] and proxy.audit_log changes take effect at the next restart",
                     self.config_path.display()
                 );
             }
@@ -180,32 +315,34 @@ impl Shared {
     }
 
     /// Changes a route's stage (and percent): validates, writes the config file (keeping its
-    /// comments and layout), then swaps the new state in. Returns the route.
+    /// comments and layout), swaps the new state in, and records the change in the audit log.
+    /// Returns the route. A change to where the route already is does nothing.
     ///
     /// Leaving `shadow` for `canary` or `service` is refused ([`ProxyError::Gate`]) unless the
     /// route's shadow has made at least `shadow_min_compared` comparisons with a mismatch rate
-    /// under `shadow_max_mismatch`; `force` overrides (and is logged).
-    pub fn set_stage(
-        &self,
-        name: &str,
-        stage: &str,
-        percent: Option<f64>,
-        force: bool,
-    ) -> Result<RouteView, ProxyError> {
-        let stage = Stage::parse(stage).ok_or_else(|| {
-            ProxyError::InvalidChange(format!("stage `{stage}` is not one of monolith, shadow, canary, service"))
-        })?;
-        let percent = percent
-            .map(|p| {
-                Percent::from_percent(p)
-                    .ok_or_else(|| ProxyError::InvalidChange(format!("percent {p} is not between 0 and 100")))
-            })
-            .transpose()?;
+    /// under `shadow_max_mismatch`; `force` overrides (and is logged and audited).
+    pub fn set_stage(&self, name: &str, change: Change) -> Result<RouteView, ProxyError> {
+        let Change { stage, percent, force, by, mut why, expect } = change;
         let mut last = self.lock();
         let current = self.state.load();
         let Some(route) = current.config.routes.iter().find(|r| r.name == name) else {
             return Err(ProxyError::UnknownRoute(name.to_owned()));
         };
+        let from = (route.stage, route.percent);
+        if let Some(expected) = expect
+            && expected != from
+        {
+            return Err(ProxyError::InvalidChange(format!(
+                "route `{name}` moved to {} meanwhile",
+                position(from.0, from.1)
+            )));
+        }
+        let to = (stage, percent.unwrap_or(route.percent));
+        if to == from {
+            drop(current);
+            drop(last);
+            return self.route(name).ok_or_else(|| ProxyError::UnknownRoute(name.to_owned()));
+        }
         if route.stage == Stage::Shadow && matches!(stage, Stage::Canary | Stage::Service) {
             let report = self.diffs(name).unwrap_or_else(|| DiffReport::empty(name));
             if let Some(reason) = gate(&report, route.shadow_min_compared, route.shadow_max_mismatch) {
@@ -215,6 +352,7 @@ impl Shared {
                     )));
                 }
                 tracing::warn!(route = name, to = stage.as_str(), "shadow gate overridden by force: {reason}");
+                why = format!("{why}; forced past the shadow gate ({reason})");
             }
         }
         drop(current);
@@ -227,6 +365,14 @@ impl Shared {
         write_atomically(&self.config_path, &new_text)?;
         self.apply_text(&new_text)?;
         *last = new_text;
+        self.audit.record(Entry {
+            time: crate::audit::now(),
+            route: name.to_owned(),
+            from: position(from.0, from.1),
+            to: position(to.0, to.1),
+            why: if why.is_empty() { "no reason given".to_owned() } else { why.trim_start_matches("; ").to_owned() },
+            by,
+        });
         drop(last);
         self.route(name).ok_or_else(|| ProxyError::UnknownRoute(name.to_owned()))
     }
@@ -234,7 +380,30 @@ impl Shared {
     /// Every route with its live counters.
     pub fn routes(&self) -> Vec<RouteView> {
         let rt = self.current();
-        (0..rt.config.routes.len()).map(|i| view(&rt, i)).collect()
+        (0..rt.config.routes.len()).map(|i| self.view(&rt, i)).collect()
+    }
+
+    /// How far the migration is.
+    pub fn progress(&self) -> Progress {
+        progress(&self.current())
+    }
+
+    /// The Prometheus text, with the migration gauges brought up to date first.
+    pub fn render_metrics(&self) -> String {
+        let rt = self.current();
+        let p = progress(&rt);
+        let m = &self.metrics;
+        for (stage, n) in [("monolith", p.monolith), ("shadow", p.shadow), ("canary", p.canary), ("service", p.service)]
+        {
+            m.migration_routes.with_label_values(&[stage]).set(n as i64);
+        }
+        m.migration_endpoint_share.set(p.endpoint_share);
+        m.migration_traffic_share.set(p.traffic_share);
+        m.route_service_share.reset();
+        for r in &rt.config.routes {
+            m.route_service_share.with_label_values(&[&r.name]).set(service_share(r));
+        }
+        m.render()
     }
 
     /// The shadow comparison report of a route; `None` when the config has no such route.
@@ -247,8 +416,54 @@ impl Shared {
     /// One route.
     pub fn route(&self, name: &str) -> Option<RouteView> {
         let rt = self.current();
-        rt.config.routes.iter().position(|r| r.name == name).map(|i| view(&rt, i))
+        rt.config.routes.iter().position(|r| r.name == name).map(|i| self.view(&rt, i))
     }
+
+    fn view(&self, rt: &Runtime, i: usize) -> RouteView {
+        let r = &rt.config.routes[i];
+        let mut v = view(rt, i);
+        v.rollout = r.rollout.as_ref().and_then(|p| self.rollouts.status(&r.name, p));
+        v
+    }
+}
+
+/// The share of a route's traffic its stage gives the service: 1 in `service`, the percent in
+/// `canary`, 0 otherwise.
+fn service_share(r: &RouteSpec) -> f64 {
+    match r.stage {
+        Stage::Service => 1.0,
+        Stage::Canary => r.percent.as_percent() / 100.0,
+        Stage::Monolith | Stage::Shadow => 0.0,
+    }
+}
+
+fn progress(rt: &Runtime) -> Progress {
+    let mut p = Progress { routes: rt.config.routes.len(), ..Progress::default() };
+    let mut shares = 0.0;
+    for r in &rt.config.routes {
+        *match r.stage {
+            Stage::Monolith => &mut p.monolith,
+            Stage::Shadow => &mut p.shadow,
+            Stage::Canary => &mut p.canary,
+            Stage::Service => &mut p.service,
+        } += 1;
+        shares += service_share(r);
+    }
+    if p.routes > 0 {
+        p.endpoint_share = shares / p.routes as f64;
+    }
+    for (r, m) in rt.config.routes.iter().zip(&rt.route_metrics) {
+        let service = m.service.total();
+        p.requests_total += service + m.monolith.total();
+        if r.upstream != rt.config.default_upstream {
+            p.requests_service += service;
+        }
+    }
+    p.requests_total += rt.unmatched_metrics.total();
+    if p.requests_total > 0 {
+        p.traffic_share = p.requests_service as f64 / p.requests_total as f64;
+    }
+    p
 }
 
 fn view(rt: &Runtime, i: usize) -> RouteView {
@@ -268,6 +483,7 @@ fn view(rt: &Runtime, i: usize) -> RouteView {
         requests_monolith: m.monolith.total(),
         fallbacks: m.fallbacks.get(),
         shadow_writes: r.shadow_writes,
+        rollout: None,
     }
 }
 

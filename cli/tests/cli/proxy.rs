@@ -93,10 +93,28 @@ fn routes_and_stage_talk_to_the_admin_api() {
     assert_eq!(code, Some(0));
     assert!(stdout.contains("catalog") && stdout.contains("monolith"), "{stdout}");
 
-    let (code, stdout, _) = run(&["stage", "catalog", "canary", "--percent", "25"], "s3cret");
+    assert!(stdout.contains("migration: 1 route: 1 on the monolith; endpoints 0.0% moved"), "{stdout}");
+    let (code, stdout, _) = run(&["audit"], "s3cret");
+    assert_eq!((code, stdout.as_str()), (Some(0), "no stage change recorded\n"));
+
+    let (code, stdout, _) =
+        run(&["stage", "catalog", "canary", "--percent", "25", "--reason", "first quarter"], "s3cret");
     assert_eq!(code, Some(0));
     assert!(stdout.contains("canary 25%"), "{stdout}");
     assert!(std::fs::read_to_string(&path).unwrap().contains("stage = \"canary\"\npercent = 25"));
+    let (code, stdout, _) = run(&["routes"], "s3cret");
+    assert_eq!(code, Some(0));
+    assert!(stdout.contains("migration: 1 route: 1 in canary; endpoints 25.0% moved"), "{stdout}");
+    let (code, stdout, _) = run(&["audit", "catalog"], "s3cret");
+    assert_eq!(code, Some(0));
+    assert!(stdout.contains("catalog: monolith → canary 25%  by "), "{stdout}");
+    // `$USER (ficus CLI)`, or `ficus CLI` where USER is not set.
+    assert!(
+        stdout.contains("ficus CLI") && stdout.contains(" (admin API from 127.0.0.1)\n    first quarter\n"),
+        "{stdout}"
+    );
+    let audit_file = std::fs::read_to_string(dir.path().join("ficus.audit.jsonl")).unwrap();
+    assert!(audit_file.contains("\"why\":\"first quarter\""), "{audit_file}");
 
     let (code, _, stderr) = run(&["stage", "catalog", "sideways"], "s3cret");
     assert_eq!(code, Some(1));

@@ -6,6 +6,7 @@ mod bypass;
 mod fallback;
 mod lifecycle;
 mod reload;
+mod rollout;
 mod routing;
 mod shadow;
 mod support;

@@ -24,6 +24,8 @@ struct Kind {
     timestamp: bool,
     /// Adds `meta: [{"v": …}]` whose value depends on `differs`.
     meta: bool,
+    /// Answers `content-type: application/json; charset=utf-8` instead of `application/json`.
+    charset: bool,
 }
 
 #[derive(Clone)]
@@ -70,7 +72,11 @@ async fn doc(State(s): State<DocState>, req: Request) -> Response {
     if s.kind.meta {
         out["meta"] = json!([{ "v": if s.kind.differs { 2 } else { 1 } }]);
     }
-    axum::Json(out).into_response()
+    let mut resp = axum::Json(out).into_response();
+    if s.kind.charset {
+        resp.headers_mut().insert("content-type", "application/json; charset=utf-8".parse().unwrap());
+    }
+    resp
 }
 
 impl DocServer {
@@ -95,7 +101,7 @@ impl DocServer {
     }
 }
 
-const PLAIN: Kind = Kind { differs: false, timestamp: false, meta: false };
+const PLAIN: Kind = Kind { differs: false, timestamp: false, meta: false, charset: false };
 
 fn route(extra: &str) -> String {
     format!(
@@ -172,7 +178,7 @@ async fn identical_answers_give_no_mismatch_and_diffs_has_its_shape() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn differences_are_reported_with_their_pointers_and_ignored_fields_skipped() {
     let mono = DocServer::start(Kind { meta: true, ..PLAIN }).await;
-    let svc = DocServer::start(Kind { differs: true, timestamp: false, meta: true }).await;
+    let svc = DocServer::start(Kind { differs: true, meta: true, ..PLAIN }).await;
     let routes = route("shadow_ignore = [\"/meta/*/v\"]");
     let p = TestProxy::start(&config_text(&[("monolith", mono.addr), ("catalog", svc.addr)], &routes)).await;
     for id in 0..30 {
@@ -193,9 +199,35 @@ async fn differences_are_reported_with_their_pointers_and_ignored_fields_skipped
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chosen_response_headers_are_compared() {
+    let mono = DocServer::start(PLAIN).await;
+    let svc = DocServer::start(Kind { charset: true, ..PLAIN }).await;
+    // content-type is compared by default.
+    let p = TestProxy::start(&config_text(&[("monolith", mono.addr), ("catalog", svc.addr)], &route(""))).await;
+    for id in 0..10 {
+        get_from_monolith(&p, id).await;
+    }
+    let d = diffs_until(&p, |d| d["compared"] == 10).await;
+    assert_eq!(d["mismatched"].as_u64(), Some(10), "{d}");
+    assert_eq!(
+        d["samples"][0]["diff"],
+        json!([{"pointer": "(header content-type)", "monolith": "application/json", "service": "application/json; charset=utf-8"}])
+    );
+    drop(p);
+    // A route that chooses other headers does not see it.
+    let routes = route("shadow_headers = [\"cache-control\"]");
+    let p = TestProxy::start(&config_text(&[("monolith", mono.addr), ("catalog", svc.addr)], &routes)).await;
+    for id in 0..10 {
+        get_from_monolith(&p, id).await;
+    }
+    let d = diffs_until(&p, |d| d["compared"] == 10).await;
+    assert_eq!(d["mismatched"].as_u64(), Some(0), "{d}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_field_that_differs_between_monolith_answers_is_noise() {
     let mono = DocServer::start(Kind { timestamp: true, ..PLAIN }).await;
-    let svc = DocServer::start(Kind { differs: true, timestamp: true, meta: false }).await;
+    let svc = DocServer::start(Kind { differs: true, timestamp: true, ..PLAIN }).await;
     let p = TestProxy::start(&config_text(&[("monolith", mono.addr), ("catalog", svc.addr)], &route(""))).await;
     for id in 0..60 {
         get_from_monolith(&p, id).await;

@@ -1,0 +1,200 @@
+//! The audit log: every change of a route's stage or percent — through the admin API, a reload of
+//! the config file, or the rollout controller — with its time, from, to, why and by whom.
+//!
+//! Entries are appended to a file as one JSON object per line (`proxy.audit_log`, by default
+//! `<config stem>.audit.jsonl` beside the config), written and flushed before the change is
+//! reported done, and the last [`KEPT`] are kept in memory for `GET /audit`. At start the file's
+//! tail is read back, so the history survives a restart.
+
+use std::collections::VecDeque;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// Entries kept in memory.
+pub const KEPT: usize = 1000;
+/// How much of the file's end is read back at start.
+const TAIL_BYTES: u64 = 512 * 1024;
+
+/// A route's stage and percent at one moment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Position {
+    /// monolith | shadow | canary | service
+    pub stage: String,
+    /// The canary percent.
+    pub percent: f64,
+}
+
+impl std::fmt::Display for Position {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.stage == "canary" { write!(f, "canary {}%", self.percent) } else { f.write_str(&self.stage) }
+    }
+}
+
+/// One transition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// When, in RFC 3339 UTC with milliseconds.
+    pub time: String,
+    /// The route.
+    pub route: String,
+    /// Before.
+    pub from: Position,
+    /// After.
+    pub to: Position,
+    /// Why: the operator's reason, the rollout's measurements, or the reload.
+    pub why: String,
+    /// Who: `rollout`, `config file`, or the admin API's caller (`x-ficus-actor`) and address.
+    pub by: String,
+}
+
+/// The log: a file and the last entries.
+pub struct AuditLog {
+    path: PathBuf,
+    recent: Mutex<VecDeque<Entry>>,
+}
+
+impl AuditLog {
+    /// Opens the log at `path`, reading back the last entries of an existing file.
+    pub fn open(path: PathBuf) -> AuditLog {
+        let recent = read_tail(&path).unwrap_or_default();
+        AuditLog { path, recent: Mutex::new(recent) }
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Records a transition: appended to the file (a failure to write is logged as an error, and
+    /// the entry is still kept in memory and in the process log).
+    pub fn record(&self, entry: Entry) {
+        tracing::info!(
+            target: "ficus::audit",
+            route = %entry.route,
+            from = %entry.from,
+            to = %entry.to,
+            by = %entry.by,
+            "stage change: {}",
+            entry.why
+        );
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = append_line(&self.path, &entry) {
+            tracing::error!("cannot write the audit log {}: {e}", self.path.display());
+        }
+        if recent.len() == KEPT {
+            recent.pop_front();
+        }
+        recent.push_back(entry);
+    }
+
+    /// The last entries, oldest first, of one route or of all.
+    pub fn recent(&self, route: Option<&str>) -> Vec<Entry> {
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.iter().filter(|e| route.is_none_or(|r| e.route == r)).cloned().collect()
+    }
+}
+
+fn append_line(path: &Path, entry: &Entry) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    // One write of the whole line: appends of concurrent writers do not interleave.
+    f.write_all(&line)?;
+    f.sync_data()
+}
+
+fn read_tail(path: &Path) -> std::io::Result<VecDeque<Entry>> {
+    let mut f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    let start = len.saturating_sub(TAIL_BYTES);
+    f.seek(SeekFrom::Start(start))?;
+    let mut text = String::new();
+    f.take(TAIL_BYTES).read_to_string(&mut text)?;
+    let mut lines = text.lines();
+    if start > 0 {
+        lines.next(); // Most likely cut.
+    }
+    let mut out = VecDeque::new();
+    for line in lines {
+        match serde_json::from_str::<Entry>(line) {
+            Ok(e) => {
+                if out.len() == KEPT {
+                    out.pop_front();
+                }
+                out.push_back(e);
+            }
+            Err(e) => tracing::warn!("{}: skipping an audit line that does not parse: {e}", path.display()),
+        }
+    }
+    Ok(out)
+}
+
+/// The current time as RFC 3339 UTC with milliseconds, e.g. `2026-11-26T15:04:05.123Z`.
+pub fn now() -> String {
+    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    rfc3339(d.as_secs(), d.subsec_millis())
+}
+
+/// Formats seconds since the Unix epoch (proleptic Gregorian calendar, days to civil date after
+/// Howard Hinnant's `civil_from_days`).
+fn rfc3339(secs: u64, millis: u32) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(0, 0), "1970-01-01T00:00:00.000Z");
+        // 2000-02-29 (a leap day of a century divisible by 400), 12:34:56.
+        assert_eq!(rfc3339(951_827_696, 7), "2000-02-29T12:34:56.007Z");
+        // 2026-11-26T15:29:25Z, the day this was written.
+        assert_eq!(rfc3339(1_795_706_965, 999), "2026-11-26T15:29:25.999Z");
+    }
+
+    fn entry(route: &str, n: usize) -> Entry {
+        Entry {
+            time: now(),
+            route: route.to_owned(),
+            from: Position { stage: "monolith".into(), percent: 0.0 },
+            to: Position { stage: "canary".into(), percent: n as f64 },
+            why: format!("step {n}"),
+            by: "test".into(),
+        }
+    }
+
+    #[test]
+    fn entries_are_appended_and_read_back_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ficus.audit.jsonl");
+        let log = AuditLog::open(path.clone());
+        log.record(entry("a", 1));
+        log.record(entry("b", 2));
+        log.record(entry("a", 3));
+        assert_eq!(log.recent(Some("a")).len(), 2);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 3);
+        // A torn last line (a crash mid-write) is skipped, not fatal.
+        std::fs::write(&path, format!("{text}{{\"time\":")).unwrap();
+        let again = AuditLog::open(path);
+        assert_eq!(again.recent(None), log.recent(None));
+        assert_eq!(again.recent(None)[2].why, "step 3");
+    }
+}
