@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Proxy benchmark on loopback, in one run, with wrk: direct to the upstream, nginx as a reverse
-proxy, a bare Pingora proxy (the floor), ficus with 1 route and with 1,000 routes (metrics on).
+proxy, a bare Pingora proxy (the floor), ficus with 1 route and with 1,000 routes (metrics on),
+and ficus with one route in stage shadow against the same route with shadow off.
 Reports req/s, p50/p99 latency and peak memory (VmHWM) of each proxy, and the ratios.
 
 Run from the workspace root:  python3 bench/proxy/run.py [--duration 10] [--connections 50]
+                              python3 bench/proxy/run.py --only shadow-off,shadow-on
 Installs nginx and wrk from Debian's packages when they are missing (needs root)."""
-import argparse, os, re, shutil, signal, socket, subprocess, sys, tempfile, time, urllib.request
+import argparse, json, os, re, shutil, signal, socket, subprocess, sys, tempfile, time, urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TARGET = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
@@ -113,13 +115,26 @@ def wrk(url, duration, connections, headers=()):
             "socket_errors": socket_errors.group(1) if socket_errors else ""}
 
 
-def ficus_config(path, listen, admin, upstream, routes):
+def cpu_seconds(pids):
+    """User + system CPU time of the processes so far."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except OSError:
+            pass
+    return total
+
+
+def ficus_config(path, listen, admin, upstream, routes, stage="canary", service=None):
     lines = ["version = 1", "[listen]", f'http = "{listen}"', f'admin = "{admin}"', "[server]", "threads = 1",
              "work_stealing = false", "grace_period_seconds = 0", "[upstreams.monolith]", f'addrs = ["{upstream}"]',
-             "[upstreams.svc]", f'addrs = ["{upstream}"]', "[default]", 'upstream = "monolith"']
+             "[upstreams.svc]", f'addrs = ["{service or upstream}"]', "[default]", 'upstream = "monolith"']
     for i in range(routes):
         lines += ["[[routes]]", f'name = "r{i}"', f'path = "/api/v{i}/items/{{id}}"', 'methods = ["GET"]',
-                  'upstream = "svc"', 'stage = "canary"', "percent = 50", 'cohort = "header:x-user-id"']
+                  'upstream = "svc"', f'stage = "{stage}"', "percent = 50", 'cohort = "header:x-user-id"']
     open(path, "w").write("\n".join(lines) + "\n")
 
 
@@ -129,7 +144,10 @@ def main():
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--rounds", type=int, default=3, help="measure every target this many times, report medians")
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--only", default="", help="comma-separated keys: direct,nginx,bare,ficus-1,ficus-1000,"
+                    "shadow-off,shadow-on (default: all)")
     args = ap.parse_args()
+    only = set(filter(None, args.only.split(",")))
     ensure_tools()
     env = dict(os.environ, CARGO_TARGET_DIR=TARGET)
     if not args.no_build:
@@ -138,12 +156,18 @@ def main():
         sh(["cargo", "build", "--quiet", "--profile", PROFILE, "-p", "ficus-proxy", "--example", "bare"], cwd=ROOT, env=env)
     bindir = os.path.join(TARGET, PROFILE)
     work = tempfile.mkdtemp(prefix="ficus-bench-")
-    up, ngx, bare, f1, f1a, f1000, f1000a = (free_port() for _ in range(7))
+    up, ngx, bare, f1, f1a, f1000, f1000a, svc, soff, soffa, son, sona = (free_port() for _ in range(12))
     upstream = f"127.0.0.1:{up}"
+    service = f"127.0.0.1:{svc}"
     start(nginx(os.path.join(work, "upstream"),
                 f'server {{ listen {upstream}; location / {{ return 200 "hello from the upstream\\n"; }} }}'),
           os.path.join(work, "upstream.log"))
+    # The shadowed route's service: a second nginx with the same answer, so comparisons match.
+    service_proc = start(nginx(os.path.join(work, "service"),
+                               f'server {{ listen {service}; location / {{ return 200 "hello from the upstream\\n"; }} }}'),
+                         os.path.join(work, "service.log"))
     wait_http(f"http://{upstream}/")
+    wait_http(f"http://{service}/")
     servers = {
         "nginx": start(nginx(os.path.join(work, "nginx"), f"""
   upstream u {{ server {upstream}; keepalive 64; }}
@@ -153,13 +177,23 @@ def main():
         "bare pingora": start([os.path.join(bindir, "examples", "bare"), f"127.0.0.1:{bare}", upstream, "1"],
                               os.path.join(work, "bare.log")),
     }
-    for name, routes, port, admin in (("ficus, 1 route", 1, f1, f1a), ("ficus, 1000 routes", 1000, f1000, f1000a)):
-        cfg = os.path.join(work, f"ficus-{routes}.toml")
-        ficus_config(cfg, f"127.0.0.1:{port}", f"127.0.0.1:{admin}", upstream, routes)
+    ficus_targets = (("ficus, 1 route", "ficus-1", 1, f1, f1a, "canary"),
+                     ("ficus, 1000 routes", "ficus-1000", 1000, f1000, f1000a, "canary"),
+                     ("ficus, shadow off", "shadow-off", 1, soff, soffa, "monolith"),
+                     ("ficus, shadow on", "shadow-on", 1, son, sona, "shadow"))
+    admins = {}
+    for name, key, routes, port, admin, stage in ficus_targets:
+        cfg = os.path.join(work, f"{key}.toml")
+        ficus_config(cfg, f"127.0.0.1:{port}", f"127.0.0.1:{admin}", upstream, routes, stage,
+                     service if key.startswith("shadow") else None)
         servers[name] = start([os.path.join(bindir, "ficus"), "proxy", "--config", cfg],
-                              os.path.join(work, f"ficus-{routes}.log"))
+                              os.path.join(work, f"{key}.log"))
+        admins[name] = f"http://127.0.0.1:{admin}"
         wait_http(f"http://127.0.0.1:{admin}/healthz")
-    ports = {"nginx": ngx, "bare pingora": bare, "ficus, 1 route": f1, "ficus, 1000 routes": f1000}
+    ports = {"nginx": ngx, "bare pingora": bare, "ficus, 1 route": f1, "ficus, 1000 routes": f1000,
+             "ficus, shadow off": soff, "ficus, shadow on": son}
+    keys = {"direct": "direct", "nginx": "nginx", "bare pingora": "bare", "ficus, 1 route": "ficus-1",
+            "ficus, 1000 routes": "ficus-1000", "ficus, shadow off": "shadow-off", "ficus, shadow on": "shadow-on"}
     for name, port in ports.items():
         wait_http(f"http://127.0.0.1:{port}/api/v0/items/1")
 
@@ -167,7 +201,10 @@ def main():
     path = {"ficus, 1000 routes": "/api/v999/items/1"}
     headers = ["x-user-id: 42"]
     targets = [("direct", upstream, None)] + [(n, f"127.0.0.1:{p}", servers[n]) for n, p in ports.items()]
+    targets = [t for t in targets if not only or keys[t[0]] in only]
     runs = {name: [] for name, _, _ in targets}
+    # CPU time of the shadow's service and of the shadowing proxy, over the shadow-on runs.
+    shadow_cpu = {"service": 0.0, "proxy": 0.0, "seconds": 0.0}
     # Rounds interleave the targets so that a burst of load from elsewhere on the machine does not
     # land on one target only; the median of each figure is reported.
     for round_ in range(args.rounds):
@@ -175,7 +212,14 @@ def main():
             url = f"http://{addr}{path.get(name, '/api/v0/items/1')}"
             if round_ == 0:
                 wrk(url, 2, args.connections, headers)  # warm-up
+            shadowing = name == "ficus, shadow on"
+            if shadowing:
+                before = (cpu_seconds(pids_of(service_proc)), cpu_seconds(pids_of(proc)), time.time())
             r = wrk(url, args.duration, args.connections, headers)
+            if shadowing:
+                shadow_cpu["service"] += cpu_seconds(pids_of(service_proc)) - before[0]
+                shadow_cpu["proxy"] += cpu_seconds(pids_of(proc)) - before[1]
+                shadow_cpu["seconds"] += time.time() - before[2]
             r["mem_mib"] = peak_kib(pids_of(proc)) / 1024 if proc else None
             runs[name].append(r)
             mem = "-" if r["mem_mib"] is None else "%.1f MiB" % r["mem_mib"]
@@ -188,9 +232,12 @@ def main():
         med = lambda k: sorted(r[k] for r in rs)[len(rs) // 2]
         results[name] = {"rps": med("rps"), "p50": med("p50"), "p99": med("p99"),
                          "mem_mib": None if rs[0]["mem_mib"] is None else max(r["mem_mib"] for r in rs)}
+    diffs = None
+    if "ficus, shadow on" in results:
+        with urllib.request.urlopen(admins["ficus, shadow on"] + "/diffs?route=r0", timeout=5) as resp:
+            diffs = json.load(resp)
     stop_all()
 
-    bare_r, ngx_r, f1000_r = results["bare pingora"], results["nginx"], results["ficus, 1000 routes"]
     print()
     print(f"medians of {args.rounds} rounds of {args.duration} s, wrk -t1 -c{args.connections}; "
           "proxies with 1 worker thread")
@@ -200,11 +247,26 @@ def main():
         mem = "-" if r["mem_mib"] is None else f"{r['mem_mib']:.1f} MiB"
         print(f"| {name} | {r['rps']:.0f} | {r['p50']:.3f} | {r['p99']:.3f} | {mem} |")
     print()
-    print(f"ficus 1000 routes / bare pingora throughput: {f1000_r['rps'] / bare_r['rps']:.3f} (target >= 0.95)")
-    print(f"ficus 1 route / bare pingora throughput:     {results['ficus, 1 route']['rps'] / bare_r['rps']:.3f}")
-    print(f"ficus 1000 routes / nginx throughput:        {f1000_r['rps'] / ngx_r['rps']:.3f}")
-    print(f"ficus 1000 routes p99 / nginx p99:           {f1000_r['p99'] / ngx_r['p99']:.3f} (target <= 1)")
-    print(f"ficus 1000 routes peak memory:               {f1000_r['mem_mib']:.1f} MiB (target < 64)")
+    have = lambda *names: all(n in results for n in names)
+    if have("ficus, 1000 routes", "bare pingora", "ficus, 1 route", "nginx"):
+        bare_r, ngx_r, f1000_r = results["bare pingora"], results["nginx"], results["ficus, 1000 routes"]
+        print(f"ficus 1000 routes / bare pingora throughput: {f1000_r['rps'] / bare_r['rps']:.3f} (target >= 0.95)")
+        print(f"ficus 1 route / bare pingora throughput:     {results['ficus, 1 route']['rps'] / bare_r['rps']:.3f}")
+        print(f"ficus 1000 routes / nginx throughput:        {f1000_r['rps'] / ngx_r['rps']:.3f}")
+        print(f"ficus 1000 routes p99 / nginx p99:           {f1000_r['p99'] / ngx_r['p99']:.3f} (target <= 1)")
+        print(f"ficus 1000 routes peak memory:               {f1000_r['mem_mib']:.1f} MiB (target < 64)")
+    if have("ficus, shadow on", "ficus, shadow off"):
+        on, off = results["ficus, shadow on"], results["ficus, shadow off"]
+        print(f"shadow on / shadow off throughput:           {on['rps'] / off['rps']:.3f} (target >= 0.8)")
+        print(f"shadow on / shadow off p99:                  {on['p99'] / off['p99']:.3f}")
+        secs = shadow_cpu["seconds"] or 1
+        print(f"during the shadow-on runs ({secs:.0f} s): the service (nginx) used {shadow_cpu['service']:.1f} CPU-s "
+              f"({100 * shadow_cpu['service'] / secs:.0f}% of a core), the proxy {shadow_cpu['proxy']:.1f} CPU-s "
+              f"({100 * shadow_cpu['proxy'] / secs:.0f}% of a core)")
+        if diffs:
+            total = diffs["compared"] + diffs["dropped"] + diffs["failed"] + diffs["skipped"]
+            print(f"shadow copies: {diffs['compared']} compared ({diffs['mismatched']} mismatched), "
+                  f"{diffs['dropped']} dropped (queue full), {diffs['failed']} failed, of {total} mirrored requests")
 
 
 if __name__ == "__main__":
