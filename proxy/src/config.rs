@@ -67,6 +67,7 @@ struct RawProxy {
     breaker_failures: Option<Spanned<i64>>,
     breaker_cooldown_ms: Option<Spanned<i64>>,
     audit_log: Option<Spanned<String>>,
+    watch_file: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -177,6 +178,9 @@ pub struct ProxyOptions {
     /// The audit log file as written in the config (relative to the config's directory); `None`:
     /// `<config stem>.audit.jsonl` beside the config.
     pub audit_log: Option<String>,
+    /// Reload when the file's content changes (checked every 500 ms); off: only on SIGHUP and
+    /// `POST /reload`.
+    pub watch_file: bool,
 }
 
 /// One upstream: a named set of addresses.
@@ -587,6 +591,7 @@ impl Validator<'_> {
                 Some(a) => Some(a.get_ref().clone()),
                 None => None,
             },
+            watch_file: raw.proxy.watch_file.unwrap_or(true),
         };
 
         let mut upstreams = Vec::new();

@@ -64,38 +64,49 @@ pub struct RunningProxy {
     admin: Option<JoinHandle<()>>,
 }
 
-/// Pingora's shutdown watch: a channel, plus the Unix signals when asked for.
+/// Pingora's shutdown watch: a channel, fed by [`RunningProxy::stop`] and by the Unix signals
+/// (which the admin runtime listens to from before the proxy says it is listening, so that a
+/// signal sent at once is never lost nor fatal).
 struct ShutdownSource {
     rx: watch::Receiver<Option<Stop>>,
-    unix: bool,
 }
 
 #[async_trait]
 impl ShutdownSignalWatch for ShutdownSource {
     async fn recv(&self) -> ShutdownSignal {
         let mut rx = self.rx.clone();
-        let channel = async move {
-            loop {
-                if let Some(stop) = *rx.borrow_and_update() {
-                    return match stop {
-                        Stop::Graceful => ShutdownSignal::GracefulTerminate,
-                        Stop::Fast => ShutdownSignal::FastShutdown,
-                        Stop::Upgrade => ShutdownSignal::GracefulUpgrade,
-                    };
-                }
-                if rx.changed().await.is_err() {
-                    std::future::pending::<()>().await;
-                }
+        loop {
+            if let Some(stop) = *rx.borrow_and_update() {
+                return match stop {
+                    Stop::Graceful => ShutdownSignal::GracefulTerminate,
+                    Stop::Fast => ShutdownSignal::FastShutdown,
+                    Stop::Upgrade => ShutdownSignal::GracefulUpgrade,
+                };
             }
-        };
-        if self.unix {
-            tokio::select! {
-                s = channel => s,
-                s = pingora::server::UnixShutdownSignalWatch.recv() => s,
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
             }
-        } else {
-            channel.await
         }
+    }
+}
+
+/// The signals `ficus proxy` handles, registered with the runtime that listens to them.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    quit: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn register() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            quit: signal(SignalKind::quit())?,
+            hup: signal(SignalKind::hangup())?,
+        })
     }
 }
 
@@ -197,6 +208,8 @@ impl RunningProxy {
         let token = options.admin_token.clone();
         let handle_signals = options.handle_signals;
         let admin_listen = config.listen.admin;
+        let (stop_tx, stop_rx) = watch::channel(None);
+        let signal_stop = stop_tx.clone();
         let admin = std::thread::Builder::new()
             .name("ficus-admin".into())
             .spawn(move || {
@@ -214,8 +227,19 @@ impl RunningProxy {
                         return;
                     }
                 };
+                let signals = if handle_signals {
+                    match rt.block_on(async { Signals::register() }) {
+                        Ok(s) => Some(s),
+                        Err(e) => {
+                            let _ = bound_tx.send(Err(ProxyError::Server(format!("cannot handle signals: {e}"))));
+                            return;
+                        }
+                    }
+                } else {
+                    None
+                };
                 let _ = bound_tx.send(Ok(listener.as_ref().and_then(|l| l.local_addr().ok())));
-                rt.block_on(admin_main(admin_shared, listener, token, handle_signals, admin_stop_rx));
+                rt.block_on(admin_main(admin_shared, listener, token, signals, signal_stop, admin_stop_rx));
             })
             .map_err(|e| ProxyError::Server(format!("cannot start the admin thread: {e}")))?;
         let admin_addr =
@@ -232,8 +256,7 @@ impl RunningProxy {
             }
         }
 
-        let (stop_tx, stop_rx) = watch::channel(None);
-        let signals = ShutdownSource { rx: stop_rx, unix: options.handle_signals };
+        let signals = ShutdownSource { rx: stop_rx };
         let pingora = std::thread::Builder::new()
             .name("ficus-pingora".into())
             .spawn(move || server.run(RunArgs { shutdown_signal: Box::new(signals) }))
@@ -315,7 +338,8 @@ async fn admin_main(
     shared: Arc<Shared>,
     listener: Option<tokio::net::TcpListener>,
     token: Option<String>,
-    handle_signals: bool,
+    signals: Option<Signals>,
+    stop_proxy: watch::Sender<Option<Stop>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut tasks = tokio::task::JoinSet::new();
@@ -333,13 +357,16 @@ async fn admin_main(
         });
     }
     // The config file watcher: a content comparison every 500 ms (cheap for a small file, and
-    // immune to coarse mtimes and editors that replace the file).
+    // immune to coarse mtimes and editors that replace the file), unless `watch_file = false`.
     let watched = shared.clone();
     tasks.spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
+            if !watched.current().config.proxy.watch_file {
+                continue;
+            }
             let s = watched.clone();
             match tokio::task::spawn_blocking(move || s.reload_if_changed()).await {
                 Ok(Some(Ok(_))) => tracing::info!("config reloaded (file changed)"),
@@ -348,20 +375,26 @@ async fn admin_main(
             }
         }
     });
-    if handle_signals {
+    if let Some(Signals { mut term, mut int, mut quit, mut hup }) = signals {
         let s = shared.clone();
         tasks.spawn(async move {
-            let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
-                tracing::error!("cannot listen for SIGHUP");
-                return;
-            };
-            while hup.recv().await.is_some() {
-                let s = s.clone();
-                match tokio::task::spawn_blocking(move || s.reload("SIGHUP")).await {
-                    Ok(Ok(_)) => tracing::info!("config reloaded (SIGHUP)"),
-                    Ok(Err(e)) => tracing::error!("config refused, keeping the last good one: {e}"),
-                    Err(_) => {}
-                }
+            loop {
+                let how = tokio::select! {
+                    _ = term.recv() => Stop::Graceful,
+                    _ = int.recv() => Stop::Fast,
+                    _ = quit.recv() => Stop::Upgrade,
+                    _ = hup.recv() => {
+                        let s = s.clone();
+                        match tokio::task::spawn_blocking(move || s.reload("SIGHUP")).await {
+                            Ok(Ok(_)) => tracing::info!("config reloaded (SIGHUP)"),
+                            Ok(Err(e)) => tracing::error!("config refused, keeping the last good one: {e}"),
+                            Err(_) => {}
+                        }
+                        continue;
+                    }
+                };
+                tracing::info!("{how:?} stop asked by a signal");
+                let _ = stop_proxy.send(Some(how));
             }
         });
     }

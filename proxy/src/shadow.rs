@@ -5,8 +5,9 @@
 //! - The request path only hands a [`Job`] (request copy + the monolith's answer, captured as it
 //!   streamed to the client) to the route's bounded queue with `try_send`; a full queue drops the
 //!   job and counts it. It never waits on the shadow.
-//! - [`WORKERS`] tasks per route take jobs from the queue, send the copy to the service (with a
-//!   timeout) and compare the answers: status, then the bodies — JSON structurally ([`diff_json`]:
+//! - [`WORKERS`] tasks per route, on a thread of their own (`ficus-shadow`, so the comparisons
+//!   never run on the proxy's worker threads), take jobs from the queue, send the copy to the
+//!   service (with a timeout) and compare the answers: status, then the bodies — JSON structurally ([`diff_json`]:
 //!   key order ignored, numbers by value, arrays by position), anything else byte for byte.
 //! - Noise is learnt as Twitter's Diffy does: for the first [`NOISE_FIRST`] jobs of a route and
 //!   then one in [`NOISE_EVERY`], the request is also sent to the monolith a second time *before*
@@ -271,15 +272,50 @@ impl RouteShadow {
     }
 }
 
+/// The thread the shadow's workers run on, apart from the proxy's worker threads, so that
+/// calling the service and comparing answers never takes time from client requests.
+struct ShadowThread {
+    handle: tokio::runtime::Handle,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ShadowThread {
+    fn start() -> std::io::Result<ShadowThread> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let handle = rt.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new().name("ficus-shadow".into()).spawn(move || {
+            let _ = rt.block_on(stopped);
+        })?;
+        Ok(ShadowThread { handle, stop: Some(stop), thread: Some(thread) })
+    }
+}
+
+impl Drop for ShadowThread {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        // The runtime (and the workers' tasks) is dropped on its own thread.
+        if let Some(t) = self.thread.take()
+            && t.thread().id() != std::thread::current().id()
+        {
+            let _ = t.join();
+        }
+    }
+}
+
 /// Every route's shadow, by route name; kept across reloads.
 #[derive(Default)]
 pub struct Shadows {
     routes: Mutex<HashMap<String, Arc<RouteShadow>>>,
+    thread: std::sync::OnceLock<Option<ShadowThread>>,
 }
 
 impl Shadows {
-    /// The route's shadow, created (and its workers spawned on the current tokio runtime) on
-    /// first use. `None` outside a tokio runtime.
+    /// The route's shadow, created (and its workers spawned on the shadow thread) on first use.
+    /// `None` when the shadow thread cannot be started (logged once).
     pub fn get_or_start(&self, route: &str, counters: impl FnOnce() -> ShadowCounters) -> Option<Arc<RouteShadow>> {
         let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(s) = routes.get(route)
@@ -287,7 +323,10 @@ impl Shadows {
         {
             return Some(s.clone());
         }
-        let handle = tokio::runtime::Handle::try_current().ok()?;
+        let thread = self.thread.get_or_init(|| {
+            ShadowThread::start().map_err(|e| tracing::error!("shadow: cannot start its thread: {e}")).ok()
+        });
+        let handle = thread.as_ref()?.handle.clone();
         let (tx, rx) = mpsc::channel(QUEUE);
         let old = routes.get(route);
         let shadow = Arc::new(RouteShadow {

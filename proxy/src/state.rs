@@ -320,7 +320,8 @@ impl Shared {
     ///
     /// Leaving `shadow` for `canary` or `service` is refused ([`ProxyError::Gate`]) unless the
     /// route's shadow has made at least `shadow_min_compared` comparisons with a mismatch rate
-    /// under `shadow_max_mismatch`; `force` overrides (and is logged and audited).
+    /// under `shadow_max_mismatch`; so is going from `monolith` to them once the route has been
+    /// shadowed since the proxy started. `force` overrides (and is logged and audited).
     pub fn set_stage(&self, name: &str, change: Change) -> Result<RouteView, ProxyError> {
         let Change { stage, percent, force, by, mut why, expect } = change;
         let mut last = self.lock();
@@ -343,12 +344,17 @@ impl Shared {
             drop(last);
             return self.route(name).ok_or_else(|| ProxyError::UnknownRoute(name.to_owned()));
         }
-        if route.stage == Stage::Shadow && matches!(stage, Stage::Canary | Stage::Service) {
+        // The gate holds from shadow, and from monolith once the route has been shadowed, so
+        // that going through monolith does not skip it.
+        let serving_already = matches!(route.stage, Stage::Canary | Stage::Service);
+        let was_shadowed = route.stage == Stage::Shadow || self.shadows.report(name).is_some();
+        if was_shadowed && !serving_already && matches!(stage, Stage::Canary | Stage::Service) {
             let report = self.diffs(name).unwrap_or_else(|| DiffReport::empty(name));
             if let Some(reason) = gate(&report, route.shadow_min_compared, route.shadow_max_mismatch) {
                 if !force {
                     return Err(ProxyError::Gate(format!(
-                        "route `{name}` stays in shadow: {reason} (force overrides)"
+                        "route `{name}` may not go to {} yet: its shadow comparisons do not allow it: {reason} (force overrides)",
+                        stage.as_str()
                     )));
                 }
                 tracing::warn!(route = name, to = stage.as_str(), "shadow gate overridden by force: {reason}");

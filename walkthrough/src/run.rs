@@ -28,7 +28,7 @@ use crate::load::{COHORT_HEADER, Load, LoadConfig, LoadReport, OrderCheck};
 #[derive(Debug, Clone)]
 pub struct Options {
     /// Where the shop's and the service's databases and the proxy's config go. Its
-    /// `shop/`, `catalog/` and `ficus.toml` are made anew.
+    /// `shop/`, `catalog/`, `ficus.toml` and the proxy's `ficus.audit.jsonl` are made anew.
     pub data_dir: PathBuf,
     /// The shop's source, for the analyzer.
     pub shop_source: PathBuf,
@@ -267,7 +267,7 @@ impl Walk<'_> {
         percent: Option<u8>,
     ) -> Result<(), WalkError> {
         for (name, _, _) in routes {
-            let mut body = json!({ "stage": stage });
+            let mut body = json!({ "stage": stage, "reason": "ficus walkthrough" });
             if let Some(p) = percent {
                 body["percent"] = json!(p);
             }
@@ -423,7 +423,9 @@ impl Walk<'_> {
         for old in ["shop", "catalog"] {
             let _ = std::fs::remove_dir_all(dir.join(old));
         }
-        let _ = std::fs::remove_file(dir.join("ficus.toml"));
+        for old in ["ficus.toml", "ficus.audit.jsonl"] {
+            let _ = std::fs::remove_file(dir.join(old));
+        }
         std::fs::create_dir_all(&dir).map_err(|e| self.broken(format!("creating {}: {e}", dir.display())))?;
         let mut config =
             shop::Config::new("127.0.0.1:0".parse().expect("address"), shop::DbLocation::SqliteDir(dir.join("shop")));
@@ -901,15 +903,31 @@ impl Walk<'_> {
             "every acknowledged order is in the database",
             format!("{} orders acknowledged, {} found", orders.acknowledged, orders.found),
         )?;
-        let count = |table: &'static str| {
-            let pool = self.service().pool.clone();
-            async move { sqlx::query_scalar::<_, i64>(&format!("SELECT COUNT(*) FROM {table}")).fetch_one(&pool).await }
-        };
         let routes = self
             .send(reqwest::Method::GET, format!("{}/routes", self.admin_base), None, Some(&self.admin_token))
             .await?
             .1;
         let moved = routes["routes"].as_array().into_iter().flatten().filter(|r| r["stage"] == "service").count();
+        let progress = &routes["progress"];
+        let share = |k: &str| progress[k].as_f64().unwrap_or(0.0) * 100.0;
+        self.check(
+            progress["service"].as_u64() == Some(moved as u64) && progress["requests_service"].as_u64() > Some(0),
+            "the proxy reports the migration's progress",
+            format!(
+                "{} of {} routes on their service ({:.0} % of endpoints); {:.1} % of all requests answered by the service ({} of {})",
+                progress["service"],
+                progress["routes"],
+                share("endpoint_share"),
+                share("traffic_share"),
+                progress["requests_service"],
+                progress["requests_total"]
+            ),
+        )?;
+        self.audit_is_complete(&routes).await?;
+        let count = |table: &'static str| {
+            let pool = self.service().pool.clone();
+            async move { sqlx::query_scalar::<_, i64>(&format!("SELECT COUNT(*) FROM {table}")).fetch_one(&pool).await }
+        };
         let products = count("products").await.map_err(|e| self.broken(e))?;
         let categories = count("categories").await.map_err(|e| self.broken(e))?;
         Ok(Summary {
@@ -919,6 +937,42 @@ impl Walk<'_> {
             products_moved: products,
             categories_moved: categories,
         })
+    }
+
+    /// The proxy's audit log holds every stage change of the catalog routes as an unbroken
+    /// chain: each entry starts where the one before ended, and the last ends where the route is
+    /// now (`routes`: the answer of `GET /routes`).
+    async fn audit_is_complete(&mut self, routes: &Value) -> Result<(), WalkError> {
+        let url = format!("{}/audit", self.admin_base);
+        let (_, audit) = self.send(reqwest::Method::GET, url, None, Some(&self.admin_token)).await?;
+        let entries = audit["entries"].as_array().cloned().unwrap_or_default();
+        let mut broken = Vec::new();
+        let mut changes = 0;
+        for (name, _, _) in READ_ROUTES.iter().chain(&WRITE_ROUTES) {
+            let mine: Vec<&Value> = entries.iter().filter(|e| e["route"] == *name).collect();
+            changes += mine.len();
+            for pair in mine.windows(2) {
+                if pair[0]["to"] != pair[1]["from"] {
+                    broken.push(format!("{name}: {} then {}", pair[0]["to"], pair[1]["from"]));
+                }
+            }
+            let now = routes["routes"].as_array().into_iter().flatten().find(|r| r["name"] == *name);
+            let now = now.map(|r| r["stage"].clone()).unwrap_or(Value::Null);
+            let last = mine.last().map(|e| e["to"]["stage"].clone()).unwrap_or(Value::Null);
+            if last != now {
+                broken.push(format!("{name}: the last audited stage is {last}, the route is at {now}"));
+            }
+        }
+        let walked = entries.iter().filter(|e| e["why"] == "ficus walkthrough").count();
+        self.check(
+            broken.is_empty() && walked > 0,
+            "every stage change is in the proxy's audit log",
+            if broken.is_empty() {
+                format!("{changes} changes of the catalog routes, each with its time, from, to, why and by whom; {walked} made by this walkthrough")
+            } else {
+                broken.join("; ")
+            },
+        )
     }
 }
 

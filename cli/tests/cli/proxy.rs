@@ -5,6 +5,8 @@ use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 fn ficus() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ficus"))
@@ -33,37 +35,123 @@ const ROUTE: &str =
 struct Proxy {
     child: Child,
     admin: String,
+    /// Every log line so far.
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Proxy {
     /// Starts `ficus proxy` and reads the admin address from its "listening" log line.
     fn start(config: &Path, token: &str) -> Proxy {
-        let mut child = ficus()
+        Self::start_with(config, Some(token))
+    }
+
+    fn start_with(config: &Path, token: Option<&str>) -> Proxy {
+        Self::start_args(config, token, &[])
+    }
+
+    fn start_args(config: &Path, token: Option<&str>, extra: &[&str]) -> Proxy {
+        let mut command = ficus();
+        command
             .args(["proxy", "--config"])
             .arg(config)
-            .env("FICUS_ADMIN_TOKEN", token)
+            .args(extra)
             .env("NO_COLOR", "1")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
+            .env_remove("FICUS_ADMIN_TOKEN");
+        if let Some(t) = token {
+            command.env("FICUS_ADMIN_TOKEN", t);
+        }
+        let mut child = command.stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
         let mut lines = BufReader::new(stderr).lines();
+        let log = Arc::new(Mutex::new(Vec::new()));
         let admin = loop {
             let line = lines.next().expect("ficus proxy exited before listening").unwrap();
+            log.lock().unwrap().push(line.clone());
             if let Some(rest) = line.split("admin=").nth(1) {
                 break rest.split_whitespace().next().unwrap().to_owned();
             }
         };
         // Keep draining stderr so the proxy never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Proxy { child, admin: format!("http://{admin}") }
+        let kept = log.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                kept.lock().unwrap().push(line);
+            }
+        });
+        Proxy { child, admin: format!("http://{admin}"), log }
+    }
+
+    fn logged(&self, text: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(text))
+    }
+
+    fn signal(&self, name: &str) {
+        assert!(Command::new("kill").args([name, &self.child.id().to_string()]).status().unwrap().success());
     }
 
     fn terminate(mut self) -> std::process::ExitStatus {
-        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        self.signal("-TERM");
         self.child.wait().unwrap()
     }
+
+    /// Waits for an exit that was already asked for.
+    fn terminate_wait(mut self) -> std::process::ExitStatus {
+        self.child.wait().unwrap()
+    }
+}
+
+/// Runs a `ficus` admin command against the proxy; (exit code, stdout).
+fn admin_command(proxy: &Proxy, args: &[&str], token: &str) -> (Option<i32>, String) {
+    let out = ficus().args(args).args(["--admin", &proxy.admin]).env("FICUS_ADMIN_TOKEN", token).output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn sighup_reloads_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(dir.path(), ROUTE);
+    // Without the file watcher, only SIGHUP (or POST /reload) reads the file again.
+    let text = std::fs::read_to_string(&path).unwrap().replace("[default]", "[proxy]\nwatch_file = false\n\n[default]");
+    std::fs::write(&path, &text).unwrap();
+    let proxy = Proxy::start(&path, "t");
+    std::fs::write(&path, text.replace("stage = \"monolith\"", "stage = \"service\"")).unwrap();
+    let (code, stdout) = admin_command(&proxy, &["routes"], "t");
+    assert!(code == Some(0) && stdout.contains(" monolith"), "not reloaded before SIGHUP: {stdout}");
+    proxy.signal("-HUP");
+    let start = Instant::now();
+    loop {
+        let (_, stdout) = admin_command(&proxy, &["routes"], "t");
+        if stdout.contains(" service") {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "SIGHUP did not reload: {stdout}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (_, audit) = admin_command(&proxy, &["audit", "catalog"], "t");
+    assert!(
+        audit.contains("catalog: monolith → service  by config file ") && audit.contains("reload: SIGHUP"),
+        "{audit}"
+    );
+    assert!(proxy.logged("config reloaded (SIGHUP)"));
+    assert!(proxy.terminate().success());
+}
+
+#[test]
+fn an_open_admin_api_off_loopback_is_warned_about_loudly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(dir.path(), ROUTE);
+    let open = std::fs::read_to_string(&path).unwrap().replace("admin = \"127.0.0.1:0\"", "admin = \"0.0.0.0:0\"");
+    std::fs::write(&path, open).unwrap();
+    let proxy = Proxy::start_with(&path, None);
+    assert!(proxy.logged("IS OPEN TO ANYONE WHO CAN REACH IT: set FICUS_ADMIN_TOKEN"), "{:?}", proxy.log);
+    assert!(proxy.terminate().success());
+    // With a token, or on loopback, there is nothing to warn about.
+    let proxy = Proxy::start_with(&path, Some("t"));
+    assert!(!proxy.logged("OPEN TO ANYONE"), "{:?}", proxy.log);
+    assert!(proxy.terminate().success());
+    let proxy = Proxy::start_with(&config(dir.path(), ROUTE), None);
+    assert!(!proxy.logged("OPEN TO ANYONE") && proxy.logged("without a token"), "{:?}", proxy.log);
+    assert!(proxy.terminate().success());
 }
 
 #[test]
@@ -140,4 +228,45 @@ fn an_unreachable_admin_api_exits_1() {
     let out = ficus().args(["routes", "--admin", &format!("http://127.0.0.1:{}", closed_port())]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the admin API"));
+}
+
+/// A GET through the proxy with a plain TCP client; the `x-ficus-upstream` it answered with.
+fn upstream_header(addr: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    stream.write_all(b"GET /api/products/1 HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    answer.lines().find_map(|l| l.strip_prefix("x-ficus-upstream: ").map(str::to_owned))
+}
+
+#[test]
+fn sigquit_hands_the_listening_socket_to_an_upgraded_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = closed_port();
+    let sock = dir.path().join("upgrade.sock");
+    let path = config(dir.path(), ROUTE);
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("http = \"127.0.0.1:0\"", &format!("http = \"127.0.0.1:{port}\""))
+        .replace("[server]\n", &format!("[server]\nupgrade_sock = \"{}\"\n", sock.display()));
+    std::fs::write(&path, text).unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    let old = Proxy::start(&path, "t");
+    assert_eq!(upstream_header(&addr).as_deref(), Some("monolith"), "the old process serves");
+
+    // The new process waits on the upgrade socket for the listening socket.
+    let new_path = path.clone();
+    let new = std::thread::spawn(move || Proxy::start_args(&new_path, Some("t"), &["--upgrade"]));
+    let start = Instant::now();
+    while !sock.exists() {
+        assert!(start.elapsed() < Duration::from_secs(20), "the new process never opened {}", sock.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    old.signal("-QUIT");
+    let new = new.join().unwrap();
+    assert!(old.terminate_wait().success(), "the old process drains and exits 0");
+    assert_eq!(upstream_header(&addr).as_deref(), Some("monolith"), "the new process serves on the same port");
+    assert!(new.terminate().success());
 }

@@ -318,6 +318,11 @@ async fn leaving_shadow_needs_enough_comparisons_under_the_mismatch_rate() {
     assert_eq!(status, 409, "{body}");
     assert!(body["error"].as_str().unwrap().contains("mismatch rate 15.00% (3 of 20)"), "{body}");
     assert!(std::fs::read_to_string(&p.config).unwrap().contains("stage = \"shadow\""), "the file is untouched");
+    // Going through monolith does not skip the gate.
+    assert_eq!(p.set_stage("catalog", "monolith", None).await.0, 200);
+    let (status, body) = p.set_stage("catalog", "canary", Some(5.0)).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("mismatch rate 15.00% (3 of 20)"), "{body}");
     let forced = json!({"stage": "service", "force": true});
     assert_eq!(p.admin(Method::PUT, "/routes/catalog", Some(forced), Some(TOKEN)).await.0, 200);
     assert_eq!(p.admin(Method::GET, "/routes/catalog", None, Some(TOKEN)).await.1["stage"], "service");
