@@ -216,15 +216,16 @@ pub fn tick(shared: &Shared) {
         }
         live.push(route.name.clone());
         let now = Snapshot::of(&rt.route_metrics[i]);
-        let existing = shared.rollouts.lock().get(&route.name).map(|p| (p.percent, p.rollout_start.clone()));
+        let existing = shared.rollouts.lock().get(&route.name).map(|p| (p.percent, p.step, p.rollout_start.clone()));
         match existing {
-            Some((percent, _)) if percent == route.percent => {}
+            // Still where the controller left it, under the same steps.
+            Some((percent, step, _)) if percent == route.percent && policy.steps.get(step) == Some(&percent) => {}
             other => {
-                // A new rollout, or the percent was changed by someone else: (re)start at the step
-                // that percent is at.
+                // A new rollout, or the percent (or the policy's steps) changed by someone else:
+                // (re)start at the step that percent is at.
                 let step = step_for(policy, route.percent);
                 let target = policy.steps[step];
-                let rollout_start = other.map_or_else(|| now.clone(), |(_, start)| start);
+                let rollout_start = other.map_or_else(|| now.clone(), |(_, _, start)| start);
                 if target != route.percent {
                     let why = format!(
                         "rollout starts at step {} of {} ({}%)",

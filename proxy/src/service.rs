@@ -225,27 +225,11 @@ impl FicusProxy {
     }
 }
 
-#[async_trait]
-impl ProxyHttp for FicusProxy {
-    type CTX = Ctx;
-
-    fn new_ctx(&self) -> Ctx {
-        Ctx {
-            start: Instant::now(),
-            rt: None,
-            decision: None,
-            can_fall_back: false,
-            fell_back: false,
-            retry_on_monolith: false,
-            answered: false,
-            serving: None,
-            tries: 0,
-            generated_request_id: None,
-            shadow: None,
-        }
-    }
-
-    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+impl FicusProxy {
+    /// Everything `request_filter` does, synchronously: checks the head, normalises the path,
+    /// routes, stamps the ids and prepares a shadow capture. Returns the rejection to answer, if
+    /// any (kept out of the hook's future so that the per-request future stays small).
+    fn route_request(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Option<(u16, Cow<'static, str>)>> {
         let rt = self.shared.current();
         let max = rt.config.proxy.max_header_bytes;
         ctx.rt = Some(rt);
@@ -253,8 +237,7 @@ impl ProxyHttp for FicusProxy {
         let head_size: usize =
             req.uri.path().len() + req.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum::<usize>();
         if head_size > max {
-            self.respond(session, ctx, 431, "request header fields too large").await?;
-            return Ok(true);
+            return Ok(Some((431, "request header fields too large".into())));
         }
         // Route on the target as received: the parsed URI may have replaced bytes it could not hold.
         let raw = req.raw_path();
@@ -268,14 +251,8 @@ impl ProxyHttp for FicusProxy {
         let rewritten = match path.map(normalize_path) {
             Some(Ok(Cow::Borrowed(p))) if p == req.uri.path() => None,
             Some(Ok(p)) => Some(p.into_owned()),
-            Some(Err(e)) => {
-                self.respond(session, ctx, 400, &e.to_string()).await?;
-                return Ok(true);
-            }
-            None => {
-                self.respond(session, ctx, 400, "the request target must be a path starting with '/'").await?;
-                return Ok(true);
-            }
+            Some(Err(e)) => return Ok(Some((400, e.to_string().into()))),
+            None => return Ok(Some((400, "the request target must be a path starting with '/'".into()))),
         };
         if let Some(path) = rewritten {
             // Forward the normalised path so the upstream sees what was routed.
@@ -286,13 +263,10 @@ impl ProxyHttp for FicusProxy {
             }
             match http::Uri::try_from(target) {
                 Ok(uri) => session.req_header_mut().set_uri(uri),
-                Err(_) => {
-                    self.respond(session, ctx, 400, "the request target is not a valid URI").await?;
-                    return Ok(true);
-                }
+                Err(_) => return Ok(Some((400, "the request target is not a valid URI".into()))),
             }
         }
-        let Some(rt) = ctx.rt.as_ref() else { return Ok(false) };
+        let Some(rt) = ctx.rt.as_ref() else { return Ok(None) };
         let req = session.req_header();
         let client_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
         let head = RequestHead { method: &req.method, path: req.uri.path(), headers: &req.headers, client_ip };
@@ -334,7 +308,38 @@ impl ProxyHttp for FicusProxy {
                 }));
             }
         }
-        Ok(false)
+        Ok(None)
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for FicusProxy {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            start: Instant::now(),
+            rt: None,
+            decision: None,
+            can_fall_back: false,
+            fell_back: false,
+            retry_on_monolith: false,
+            answered: false,
+            serving: None,
+            tries: 0,
+            generated_request_id: None,
+            shadow: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        match self.route_request(session, ctx)? {
+            None => Ok(false),
+            Some((code, message)) => {
+                Box::pin(self.respond(session, ctx, code, &message)).await?;
+                Ok(true)
+            }
+        }
     }
 
     async fn request_body_filter(
@@ -487,7 +492,7 @@ impl ProxyHttp for FicusProxy {
         let code = class_code(e);
         if code > 0 {
             let reason = StatusCode::from_u16(code).ok().and_then(|s| s.canonical_reason()).unwrap_or("error");
-            let _ = self.respond(session, ctx, code, reason).await;
+            let _ = Box::pin(self.respond(session, ctx, code, reason)).await;
         }
         FailToProxy { error_code: code, can_reuse_downstream: false }
     }

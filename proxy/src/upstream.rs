@@ -1,10 +1,11 @@
-//! Upstream pools: the addresses of one upstream behind pingora-load-balancing (round robin and
-//! active health checks), each with a passive circuit breaker, and a ready-made `HttpPeer` per
-//! address so that picking a peer costs a clone, not a build.
+//! Upstream pools: the addresses of one upstream, each with its health (pingora-load-balancing's
+//! active checks, copied into an atomic after each pass), a passive circuit breaker, and a
+//! ready-made `HttpPeer`, so that picking a peer on the request path costs a few atomic loads
+//! and a clone: no lock, no hashing, no allocation.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use http::HeaderValue;
@@ -88,6 +89,8 @@ pub struct Endpoint {
     pub peer: HttpPeer,
     /// Its breaker.
     pub breaker: Breaker,
+    /// The last active health check's verdict (healthy until a check says otherwise).
+    healthy: AtomicBool,
 }
 
 /// One upstream: load balancer, health, breakers and precomputed peers.
@@ -98,7 +101,10 @@ pub struct UpstreamPool {
     pub header_value: HeaderValue,
     /// The addresses, in config order.
     pub endpoints: Vec<Endpoint>,
+    /// Runs the active health checks (its own selection is not used on the request path).
     lb: LoadBalancer<RoundRobin>,
+    /// Round-robin position.
+    next: AtomicUsize,
     breaker_failures: u32,
     breaker_cooldown: Duration,
 }
@@ -140,7 +146,12 @@ impl UpstreamPool {
                 peer.options.connection_timeout = Some(spec.connect_timeout);
                 peer.options.read_timeout = Some(spec.read_timeout);
                 peer.options.idle_timeout = Some(Duration::from_secs(60));
-                Endpoint { addr, peer, breaker: Breaker::new(options.breaker_failures, options.breaker_cooldown) }
+                Endpoint {
+                    addr,
+                    peer,
+                    breaker: Breaker::new(options.breaker_failures, options.breaker_cooldown),
+                    healthy: AtomicBool::new(true),
+                }
             })
             .collect();
         UpstreamPool {
@@ -148,6 +159,7 @@ impl UpstreamPool {
             header_value: HeaderValue::from_str(&spec.name).expect("upstream names are validated"),
             endpoints,
             lb,
+            next: AtomicUsize::new(0),
             breaker_failures: options.breaker_failures,
             breaker_cooldown: options.breaker_cooldown,
         }
@@ -165,37 +177,34 @@ impl UpstreamPool {
         &self.spec.name
     }
 
-    fn index_of(&self, backend: &pingora::lb::Backend) -> Option<usize> {
-        let addr = backend.addr.as_inet()?;
-        self.endpoints.iter().position(|e| e.addr == *addr)
-    }
-
     /// Picks an address that is healthy and whose breaker allows it (round robin).
     pub fn pick(&self) -> Option<usize> {
-        let backend = self.lb.select_with(b"", self.endpoints.len() * 2, |b, healthy| {
-            healthy && self.index_of(b).is_some_and(|i| self.endpoints[i].breaker.allows())
-        })?;
-        self.index_of(&backend)
+        let n = self.endpoints.len();
+        let start = if n == 1 { 0 } else { self.next.fetch_add(1, Ordering::Relaxed) % n };
+        (0..n).map(|k| (start + k) % n).find(|&i| {
+            let e = &self.endpoints[i];
+            e.healthy.load(Ordering::Relaxed) && e.breaker.allows()
+        })
     }
 
     /// Picks any address, healthy or not: the last resort when no fallback exists.
     pub fn pick_any(&self) -> usize {
-        let backend = self.lb.select_with(b"", self.endpoints.len(), |_, _| true);
-        backend.and_then(|b| self.index_of(&b)).unwrap_or(0)
+        self.next.fetch_add(1, Ordering::Relaxed) % self.endpoints.len()
     }
 
     /// Whether the active health check currently counts this address healthy.
     pub fn healthy(&self, endpoint: usize) -> bool {
-        let e = &self.endpoints[endpoint];
-        match pingora::lb::Backend::new(&e.addr.to_string()) {
-            Ok(b) => self.lb.backends().ready(&b),
-            Err(_) => false,
-        }
+        self.endpoints[endpoint].healthy.load(Ordering::Relaxed)
     }
 
-    /// Runs one active health-check pass over the pool's addresses.
+    /// Runs one active health-check pass over the pool's addresses and publishes the verdicts.
     pub async fn run_health_check(&self) {
-        self.lb.backends().run_health_check(true).await;
+        let backends = self.lb.backends();
+        backends.run_health_check(true).await;
+        for e in &self.endpoints {
+            let ready = pingora::lb::Backend::new(&e.addr.to_string()).is_ok_and(|b| backends.ready(&b));
+            e.healthy.store(ready, Ordering::Relaxed);
+        }
     }
 }
 
@@ -235,6 +244,41 @@ mod tests {
         assert!(b.allows());
         b.success();
         assert!(!b.is_open() && b.allows());
+    }
+
+    fn pool(addrs: &[&str]) -> UpstreamPool {
+        let spec = UpstreamSpec {
+            name: "u".into(),
+            addrs: addrs.iter().map(|a| a.parse().unwrap()).collect(),
+            health: None,
+            connect_timeout: Duration::from_secs(1),
+            read_timeout: Duration::from_secs(1),
+        };
+        let options = ProxyOptions {
+            upstream_header: true,
+            force_header: true,
+            max_header_bytes: 1024,
+            health_interval: Duration::from_secs(1),
+            breaker_failures: 2,
+            breaker_cooldown: Duration::from_secs(3600),
+            audit_log: None,
+            watch_file: true,
+        };
+        UpstreamPool::new(&spec, &options)
+    }
+
+    #[test]
+    fn picks_go_round_robin_over_healthy_addresses_with_closed_breakers() {
+        let p = pool(&["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]);
+        let picks: Vec<usize> = (0..6).filter_map(|_| p.pick()).collect();
+        assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
+        p.endpoints[1].healthy.store(false, Ordering::Relaxed);
+        p.endpoints[2].breaker.failure();
+        p.endpoints[2].breaker.failure();
+        assert!((0..6).all(|_| p.pick() == Some(0)));
+        p.endpoints[0].healthy.store(false, Ordering::Relaxed);
+        assert_eq!(p.pick(), None);
+        assert!(p.pick_any() < 3);
     }
 
     #[test]
