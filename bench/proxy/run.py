@@ -128,13 +128,14 @@ def cpu_seconds(pids):
     return total
 
 
-def ficus_config(path, listen, admin, upstream, routes, stage="canary", service=None):
+def ficus_config(path, listen, admin, upstream, routes, stage="canary", service=None, route_extra=()):
     lines = ["version = 1", "[listen]", f'http = "{listen}"', f'admin = "{admin}"', "[server]", "threads = 1",
              "work_stealing = false", "grace_period_seconds = 0", "[upstreams.monolith]", f'addrs = ["{upstream}"]',
              "[upstreams.svc]", f'addrs = ["{service or upstream}"]', "[default]", 'upstream = "monolith"']
     for i in range(routes):
         lines += ["[[routes]]", f'name = "r{i}"', f'path = "/api/v{i}/items/{{id}}"', 'methods = ["GET"]',
-                  'upstream = "svc"', f'stage = "{stage}"', "percent = 50", 'cohort = "header:x-user-id"']
+                  'upstream = "svc"', f'stage = "{stage}"', "percent = 50", 'cohort = "header:x-user-id"',
+                  *route_extra]
     open(path, "w").write("\n".join(lines) + "\n")
 
 
@@ -145,7 +146,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=3, help="measure every target this many times, report medians")
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--only", default="", help="comma-separated keys: direct,nginx,bare,ficus-1,ficus-1000,"
-                    "shadow-off,shadow-on (default: all)")
+                    "shadow-off,shadow-on,shadow-all (default: all)")
     args = ap.parse_args()
     only = set(filter(None, args.only.split(",")))
     ensure_tools()
@@ -156,7 +157,7 @@ def main():
         sh(["cargo", "build", "--quiet", "--profile", PROFILE, "-p", "ficus-proxy", "--example", "bare"], cwd=ROOT, env=env)
     bindir = os.path.join(TARGET, PROFILE)
     work = tempfile.mkdtemp(prefix="ficus-bench-")
-    up, ngx, bare, f1, f1a, f1000, f1000a, svc, soff, soffa, son, sona = (free_port() for _ in range(12))
+    up, ngx, bare, f1, f1a, f1000, f1000a, svc, soff, soffa, son, sona, sall, salla = (free_port() for _ in range(14))
     upstream = f"127.0.0.1:{up}"
     service = f"127.0.0.1:{svc}"
     start(nginx(os.path.join(work, "upstream"),
@@ -177,23 +178,26 @@ def main():
         "bare pingora": start([os.path.join(bindir, "examples", "bare"), f"127.0.0.1:{bare}", upstream, "1"],
                               os.path.join(work, "bare.log")),
     }
-    ficus_targets = (("ficus, 1 route", "ficus-1", 1, f1, f1a, "canary"),
-                     ("ficus, 1000 routes", "ficus-1000", 1000, f1000, f1000a, "canary"),
-                     ("ficus, shadow off", "shadow-off", 1, soff, soffa, "monolith"),
-                     ("ficus, shadow on", "shadow-on", 1, son, sona, "shadow"))
+    ficus_targets = (("ficus, 1 route", "ficus-1", 1, f1, f1a, "canary", ()),
+                     ("ficus, 1000 routes", "ficus-1000", 1000, f1000, f1000a, "canary", ()),
+                     ("ficus, shadow off", "shadow-off", 1, soff, soffa, "monolith", ()),
+                     ("ficus, shadow on", "shadow-on", 1, son, sona, "shadow", ()),
+                     ("ficus, shadow every request", "shadow-all", 1, sall, salla, "shadow",
+                      ("shadow_max_per_second = 0",)))
     admins = {}
-    for name, key, routes, port, admin, stage in ficus_targets:
+    for name, key, routes, port, admin, stage, extra in ficus_targets:
         cfg = os.path.join(work, f"{key}.toml")
         ficus_config(cfg, f"127.0.0.1:{port}", f"127.0.0.1:{admin}", upstream, routes, stage,
-                     service if key.startswith("shadow") else None)
+                     service if key.startswith("shadow") else None, extra)
         servers[name] = start([os.path.join(bindir, "ficus"), "proxy", "--config", cfg],
                               os.path.join(work, f"{key}.log"))
         admins[name] = f"http://127.0.0.1:{admin}"
         wait_http(f"http://127.0.0.1:{admin}/healthz")
     ports = {"nginx": ngx, "bare pingora": bare, "ficus, 1 route": f1, "ficus, 1000 routes": f1000,
-             "ficus, shadow off": soff, "ficus, shadow on": son}
+             "ficus, shadow off": soff, "ficus, shadow on": son, "ficus, shadow every request": sall}
     keys = {"direct": "direct", "nginx": "nginx", "bare pingora": "bare", "ficus, 1 route": "ficus-1",
-            "ficus, 1000 routes": "ficus-1000", "ficus, shadow off": "shadow-off", "ficus, shadow on": "shadow-on"}
+            "ficus, 1000 routes": "ficus-1000", "ficus, shadow off": "shadow-off", "ficus, shadow on": "shadow-on",
+            "ficus, shadow every request": "shadow-all"}
     for name, port in ports.items():
         wait_http(f"http://127.0.0.1:{port}/api/v0/items/1")
 
@@ -203,8 +207,9 @@ def main():
     targets = [("direct", upstream, None)] + [(n, f"127.0.0.1:{p}", servers[n]) for n, p in ports.items()]
     targets = [t for t in targets if not only or keys[t[0]] in only]
     runs = {name: [] for name, _, _ in targets}
-    # CPU time of the shadow's service and of the shadowing proxy, over the shadow-on runs.
-    shadow_cpu = {"service": 0.0, "proxy": 0.0, "seconds": 0.0}
+    # CPU time of the shadow's service and of the shadowing proxy, over each shadow target's runs.
+    shadowed = ("ficus, shadow on", "ficus, shadow every request")
+    shadow_cpu = {n: {"service": 0.0, "proxy": 0.0, "seconds": 0.0} for n in shadowed}
     # Rounds interleave the targets so that a burst of load from elsewhere on the machine does not
     # land on one target only; the median of each figure is reported.
     for round_ in range(args.rounds):
@@ -212,14 +217,14 @@ def main():
             url = f"http://{addr}{path.get(name, '/api/v0/items/1')}"
             if round_ == 0:
                 wrk(url, 2, args.connections, headers)  # warm-up
-            shadowing = name == "ficus, shadow on"
+            shadowing = name in shadowed
             if shadowing:
                 before = (cpu_seconds(pids_of(service_proc)), cpu_seconds(pids_of(proc)), time.time())
             r = wrk(url, args.duration, args.connections, headers)
             if shadowing:
-                shadow_cpu["service"] += cpu_seconds(pids_of(service_proc)) - before[0]
-                shadow_cpu["proxy"] += cpu_seconds(pids_of(proc)) - before[1]
-                shadow_cpu["seconds"] += time.time() - before[2]
+                shadow_cpu[name]["service"] += cpu_seconds(pids_of(service_proc)) - before[0]
+                shadow_cpu[name]["proxy"] += cpu_seconds(pids_of(proc)) - before[1]
+                shadow_cpu[name]["seconds"] += time.time() - before[2]
             r["mem_mib"] = peak_kib(pids_of(proc)) / 1024 if proc else None
             runs[name].append(r)
             mem = "-" if r["mem_mib"] is None else "%.1f MiB" % r["mem_mib"]
@@ -232,10 +237,11 @@ def main():
         med = lambda k: sorted(r[k] for r in rs)[len(rs) // 2]
         results[name] = {"rps": med("rps"), "p50": med("p50"), "p99": med("p99"),
                          "mem_mib": None if rs[0]["mem_mib"] is None else max(r["mem_mib"] for r in rs)}
-    diffs = None
-    if "ficus, shadow on" in results:
-        with urllib.request.urlopen(admins["ficus, shadow on"] + "/diffs?route=r0", timeout=5) as resp:
-            diffs = json.load(resp)
+    diffs = {}
+    for name in shadowed:
+        if name in results:
+            with urllib.request.urlopen(admins[name] + "/diffs?route=r0", timeout=5) as resp:
+                diffs[name] = json.load(resp)
     stop_all()
 
     print()
@@ -255,19 +261,23 @@ def main():
         print(f"ficus 1000 routes / nginx throughput:        {f1000_r['rps'] / ngx_r['rps']:.3f}")
         print(f"ficus 1000 routes p99 / nginx p99:           {f1000_r['p99'] / ngx_r['p99']:.3f} (target <= 1)")
         print(f"ficus 1000 routes peak memory:               {f1000_r['mem_mib']:.1f} MiB (target < 64)")
-    if have("ficus, shadow on", "ficus, shadow off"):
-        on, off = results["ficus, shadow on"], results["ficus, shadow off"]
-        print(f"shadow on / shadow off throughput:           {on['rps'] / off['rps']:.3f} (target >= 0.8)")
-        print(f"shadow on / shadow off p99:                  {on['p99'] / off['p99']:.3f}")
-        secs = shadow_cpu["seconds"] or 1
-        print(f"during the shadow-on runs ({secs:.0f} s): the service (nginx) used {shadow_cpu['service']:.1f} CPU-s "
-              f"({100 * shadow_cpu['service'] / secs:.0f}% of a core), the proxy {shadow_cpu['proxy']:.1f} CPU-s "
-              f"({100 * shadow_cpu['proxy'] / secs:.0f}% of a core)")
-        if diffs:
-            total = diffs["compared"] + diffs["dropped"] + diffs["failed"] + diffs["skipped"]
-            print(f"shadow copies: {diffs['compared']} compared ({diffs['mismatched']} mismatched), "
-                  f"{diffs['dropped']} dropped (queue full), {diffs['failed']} failed, of {total} mirrored requests")
-
+    for name in shadowed:
+        if not have(name, "ficus, shadow off"):
+            continue
+        on, off = results[name], results["ficus, shadow off"]
+        print(f"{name} / shadow off: throughput {on['rps'] / off['rps']:.3f} (target >= 0.8), "
+              f"p99 {on['p99'] / off['p99']:.3f}")
+        cpu = shadow_cpu[name]
+        secs = cpu["seconds"] or 1
+        print(f"  during its runs ({secs:.0f} s): the service (nginx) used {cpu['service']:.1f} CPU-s "
+              f"({100 * cpu['service'] / secs:.0f}% of a core), the proxy {cpu['proxy']:.1f} CPU-s "
+              f"({100 * cpu['proxy'] / secs:.0f}% of a core)")
+        d = diffs.get(name)
+        if d:
+            total = d["compared"] + d["dropped"] + d["failed"] + d["skipped"] + d.get("sampled_out", 0)
+            print(f"  shadow: {d['compared']} compared ({d['mismatched']} mismatched), {d.get('sampled_out', 0)} sampled "
+                  f"out (over shadow_max_per_second), {d['dropped']} dropped (queue full), {d['failed']} failed, "
+                  f"of {total} eligible requests")
 
 if __name__ == "__main__":
     try:

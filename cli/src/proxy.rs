@@ -196,8 +196,9 @@ fn format_diffs(d: &DiffReport) -> String {
     );
     let _ = writeln!(
         out,
-        "dropped {} (queue full), failed {} (service error or timeout), skipped {} (body over the limit)",
-        d.dropped, d.failed, d.skipped
+        "dropped {} (queue full), failed {} (service error or timeout), skipped {} (body over the limit), \
+         sampled out {} (over shadow_max_per_second)",
+        d.dropped, d.failed, d.skipped, d.sampled_out
     );
     if d.noise.is_empty() {
         let _ = writeln!(out, "noise: none found");
@@ -271,6 +272,7 @@ mod tests {
             dropped: 0,
             failed: 1,
             skipped: 0,
+            sampled_out: 0,
             noise: vec!["/served_at".into()],
             samples: vec![Sample {
                 method: "GET".into(),

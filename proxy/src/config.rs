@@ -102,6 +102,7 @@ struct RawRoute {
     shadow_max_mismatch: Option<Spanned<f64>>,
     shadow_min_compared: Option<Spanned<i64>>,
     shadow_headers: Option<Spanned<Vec<String>>>,
+    shadow_max_per_second: Option<Spanned<i64>>,
     rollout: Option<Spanned<RawRollout>>,
 }
 
@@ -423,11 +424,16 @@ pub struct RouteSpec {
     pub shadow_min_compared: u64,
     /// Response headers the shadow comparison looks at (lower case).
     pub shadow_headers: Vec<HeaderName>,
+    /// At most this many requests a second are mirrored (0: no limit).
+    pub shadow_max_per_second: u64,
     /// The progressive rollout policy of the canary stage, if any.
     pub rollout: Option<RolloutPolicy>,
     /// Line of the route's `[[routes]]` table in the file.
     pub line: usize,
 }
+
+/// Default of a route's `shadow_max_per_second`.
+pub const DEFAULT_SHADOW_MAX_PER_SECOND: u64 = 200;
 
 /// Default of a route's `shadow_headers`.
 pub const DEFAULT_SHADOW_HEADERS: [&str; 1] = ["content-type"];
@@ -758,6 +764,12 @@ impl Validator<'_> {
                     })
                     .collect::<Result<_, _>>()?,
             };
+            let shadow_max_per_second = match &r.shadow_max_per_second {
+                None => DEFAULT_SHADOW_MAX_PER_SECOND,
+                Some(n) => u64::try_from(*n.get_ref()).map_err(|_| {
+                    self.err(n.span(), format!("route `{name}`: shadow_max_per_second must not be negative"))
+                })?,
+            };
             let rollout = r.rollout.as_ref().map(|p| self.rollout(name, p)).transpose()?;
             routes.push(RouteSpec {
                 name: name.clone(),
@@ -774,6 +786,7 @@ impl Validator<'_> {
                 shadow_max_mismatch,
                 shadow_min_compared,
                 shadow_headers,
+                shadow_max_per_second,
                 rollout,
                 line,
             });

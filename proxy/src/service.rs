@@ -63,6 +63,7 @@ pub struct Ctx {
 /// What a shadowed request leaves for the shadow workers.
 struct Capture {
     route: usize,
+    shadow: Arc<shadow::RouteShadow>,
     method: Method,
     path_and_query: String,
     headers: http::HeaderMap,
@@ -191,10 +192,7 @@ impl FicusProxy {
     fn hand_to_shadow(&self, rt: &Runtime, c: Capture) {
         let Some(status) = c.status else { return };
         let route = &rt.config.routes[c.route];
-        let Some(shadow) = self.shared.shadows.get_or_start(&route.name, || self.shared.metrics.shadow(&route.name))
-        else {
-            return;
-        };
+        let shadow = c.shadow;
         if c.too_large {
             shadow.skip();
             return;
@@ -294,9 +292,16 @@ impl FicusProxy {
             && rt.config.routes[r].stage == Stage::Shadow
         {
             let req = session.req_header();
-            if matches!(req.method, Method::GET | Method::HEAD) || rt.config.routes[r].shadow_writes {
+            let route = &rt.config.routes[r];
+            let mirrored = matches!(req.method, Method::GET | Method::HEAD) || route.shadow_writes;
+            let shadow = mirrored
+                .then(|| self.shared.shadows.get_or_start(&route.name, || self.shared.metrics.shadow(&route.name)))
+                .flatten()
+                .filter(|s| s.admit(route.shadow_max_per_second));
+            if let Some(shadow) = shadow {
                 ctx.shadow = Some(Box::new(Capture {
                     route: r,
+                    shadow,
                     method: req.method.clone(),
                     path_and_query: req.uri.path_and_query().map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
                     headers: req.headers.clone(),

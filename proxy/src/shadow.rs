@@ -5,8 +5,8 @@
 //! - The request path only hands a [`Job`] (request copy + the monolith's answer, captured as it
 //!   streamed to the client) to the route's bounded queue with `try_send`; a full queue drops the
 //!   job and counts it. It never waits on the shadow.
-//! - [`WORKERS`] tasks per route, on a thread of their own (`ficus-shadow`, so the comparisons
-//!   never run on the proxy's worker threads), take jobs from the queue, send the copy to the
+//! - [`WORKERS`] tasks per route, on a thread of their own (`ficus-shadow`, at nice 19, so the
+//!   comparisons never run on the proxy's worker threads and get only the CPU they leave), take jobs from the queue, send the copy to the
 //!   service (with a timeout) and compare the answers: status, then the bodies — JSON structurally ([`diff_json`]:
 //!   key order ignored, numbers by value, arrays by position), anything else byte for byte.
 //! - Noise is learnt as Twitter's Diffy does: for the first [`NOISE_FIRST`] jobs of a route and
@@ -147,6 +147,9 @@ pub struct DiffReport {
     /// Requests not compared because a body exceeded the limit.
     #[serde(default)]
     pub skipped: u64,
+    /// Requests not mirrored because the route had mirrored `shadow_max_per_second` already.
+    #[serde(default)]
+    pub sampled_out: u64,
     /// Pointer patterns found to differ between two monolith answers to the same request.
     pub noise: Vec<String>,
     /// The last mismatches, oldest first.
@@ -164,6 +167,7 @@ impl DiffReport {
             dropped: 0,
             failed: 0,
             skipped: 0,
+            sampled_out: 0,
             noise: Vec::new(),
             samples: Vec::new(),
         }
@@ -198,11 +202,44 @@ pub struct RouteShadow {
     dropped: AtomicU64,
     failed: AtomicU64,
     skipped: AtomicU64,
+    sampled_out: AtomicU64,
+    /// The cap's theoretical arrival time, in microseconds since `epoch`.
+    next_admission_us: AtomicU64,
+    epoch: std::time::Instant,
     learnt: Mutex<Learnt>,
     counters: ShadowCounters,
 }
 
 impl RouteShadow {
+    /// Whether to mirror one more request: at most `max_per_second` a second, in bursts of at most
+    /// a second's worth (0: no limit), and not when the queue is full (counted as dropped, before
+    /// anything is copied).
+    pub fn admit(&self, max_per_second: u64) -> bool {
+        if self.tx.capacity() == 0 {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.counters.dropped.inc();
+            return false;
+        }
+        if max_per_second == 0 {
+            return true;
+        }
+        // A token bucket (GCRA): up to a second's worth at once, then max_per_second a second.
+        let interval = 1_000_000 / max_per_second.min(1_000_000);
+        let window = interval * max_per_second.min(1_000_000);
+        let now = self.epoch.elapsed().as_micros() as u64;
+        loop {
+            let tat = self.next_admission_us.load(Ordering::Relaxed);
+            let next = tat.max(now) + interval;
+            if next > now + window {
+                self.sampled_out.fetch_add(1, Ordering::Relaxed);
+                return false;
+            }
+            if self.next_admission_us.compare_exchange(tat, next, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+                return true;
+            }
+        }
+    }
+
     /// Hands a job to the workers without waiting; a full or closed queue drops it (counted).
     pub fn submit(&self, job: Job) {
         if self.tx.try_send(job).is_err() {
@@ -227,6 +264,7 @@ impl RouteShadow {
             dropped: self.dropped.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
             skipped: self.skipped.load(Ordering::Relaxed),
+            sampled_out: self.sampled_out.load(Ordering::Relaxed),
             noise: learnt.noise.iter().cloned().collect(),
             samples: learnt.samples.iter().cloned().collect(),
         }
@@ -272,8 +310,9 @@ impl RouteShadow {
     }
 }
 
-/// The thread the shadow's workers run on, apart from the proxy's worker threads, so that
-/// calling the service and comparing answers never takes time from client requests.
+/// The thread the shadow's workers run on, apart from the proxy's worker threads and at the lowest
+/// CPU priority, so that calling the service and comparing answers take spare CPU, not the time
+/// of client requests.
 struct ShadowThread {
     handle: tokio::runtime::Handle,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -286,6 +325,11 @@ impl ShadowThread {
         let handle = rt.handle().clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new().name("ficus-shadow".into()).spawn(move || {
+            // Nice 19: under load the comparisons get the CPU the proxy leaves, and the queue
+            // drops what they cannot keep up with.
+            if let Err(e) = thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min) {
+                tracing::warn!("shadow: cannot lower the priority of its thread: {e:?}");
+            }
             let _ = rt.block_on(stopped);
         })?;
         Ok(ShadowThread { handle, stop: Some(stop), thread: Some(thread) })
@@ -339,6 +383,9 @@ impl Shadows {
             dropped: AtomicU64::new(old.map_or(0, |o| o.dropped.load(Ordering::Relaxed))),
             failed: AtomicU64::new(old.map_or(0, |o| o.failed.load(Ordering::Relaxed))),
             skipped: AtomicU64::new(old.map_or(0, |o| o.skipped.load(Ordering::Relaxed))),
+            sampled_out: AtomicU64::new(old.map_or(0, |o| o.sampled_out.load(Ordering::Relaxed))),
+            next_admission_us: AtomicU64::new(0),
+            epoch: std::time::Instant::now(),
             learnt: Mutex::new(Learnt::default()),
             counters: counters(),
         });

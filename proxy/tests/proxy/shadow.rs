@@ -225,6 +225,25 @@ async fn chosen_response_headers_are_compared() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirroring_is_capped_per_second() {
+    let mono = DocServer::start(PLAIN).await;
+    let svc = DocServer::start(PLAIN).await;
+    let routes = route("shadow_max_per_second = 2");
+    let p = TestProxy::start(&config_text(&[("monolith", mono.addr), ("catalog", svc.addr)], &routes)).await;
+    let start = std::time::Instant::now();
+    for id in 0..40 {
+        get_from_monolith(&p, id).await;
+    }
+    let seconds = start.elapsed().as_secs();
+    // Every request is either mirrored and compared or sampled out; at most 2 a second are mirrored.
+    let d =
+        diffs_until(&p, |d| d["compared"].as_u64().unwrap_or(0) + d["sampled_out"].as_u64().unwrap_or(0) == 40).await;
+    let compared = d["compared"].as_u64().unwrap();
+    assert!(compared >= 1 && compared <= 2 * (seconds + 1), "{compared} compared in {seconds} s: {d}");
+    assert_eq!(svc.seen().len() as u64, compared, "the service saw only the mirrored requests");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_field_that_differs_between_monolith_answers_is_noise() {
     let mono = DocServer::start(Kind { timestamp: true, ..PLAIN }).await;
     let svc = DocServer::start(Kind { differs: true, timestamp: true, ..PLAIN }).await;
