@@ -60,7 +60,14 @@ pub struct AuditLog {
 impl AuditLog {
     /// Opens the log at `path`, reading back the last entries of an existing file.
     pub fn open(path: PathBuf) -> AuditLog {
-        let recent = read_tail(&path).unwrap_or_default();
+        let recent = match read_tail(&path) {
+            Ok(r) => r,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => VecDeque::new(),
+            Err(e) => {
+                tracing::error!("cannot read the audit log {}: {e}", path.display());
+                VecDeque::new()
+            }
+        };
         AuditLog { path, recent: Mutex::new(recent) }
     }
 
@@ -101,7 +108,17 @@ impl AuditLog {
 fn append_line(path: &Path, entry: &Entry) -> std::io::Result<()> {
     let mut line = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
     line.push(b'\n');
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    let mut f = std::fs::OpenOptions::new().create(true).read(true).append(true).open(path)?;
+    // After a torn last line (a crash mid-write), start on a line of its own.
+    let len = f.metadata()?.len();
+    if len > 0 {
+        let mut last = [0u8; 1];
+        f.seek(SeekFrom::Start(len - 1))?;
+        f.read_exact(&mut last)?;
+        if last[0] != b'\n' {
+            line.insert(0, b'\n');
+        }
+    }
     // One write of the whole line: appends of concurrent writers do not interleave.
     f.write_all(&line)?;
     f.sync_data()
@@ -112,15 +129,16 @@ fn read_tail(path: &Path) -> std::io::Result<VecDeque<Entry>> {
     let len = f.metadata()?.len();
     let start = len.saturating_sub(TAIL_BYTES);
     f.seek(SeekFrom::Start(start))?;
-    let mut text = String::new();
-    f.take(TAIL_BYTES).read_to_string(&mut text)?;
-    let mut lines = text.lines();
+    let mut bytes = Vec::new();
+    f.take(TAIL_BYTES).read_to_end(&mut bytes)?;
+    // Bytes, not text: the tail may start inside a character.
+    let mut lines = bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty());
     if start > 0 {
         lines.next(); // Most likely cut.
     }
     let mut out = VecDeque::new();
     for line in lines {
-        match serde_json::from_str::<Entry>(line) {
+        match serde_json::from_slice::<Entry>(line) {
             Ok(e) => {
                 if out.len() == KEPT {
                     out.pop_front();
@@ -191,10 +209,45 @@ mod tests {
         assert_eq!(log.recent(Some("a")).len(), 2);
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 3);
-        // A torn last line (a crash mid-write) is skipped, not fatal.
+        // A torn last line (a crash mid-write) is skipped, not fatal, and the next entry starts
+        // on a line of its own.
         std::fs::write(&path, format!("{text}{{\"time\":")).unwrap();
-        let again = AuditLog::open(path);
+        let again = AuditLog::open(path.clone());
         assert_eq!(again.recent(None), log.recent(None));
         assert_eq!(again.recent(None)[2].why, "step 3");
+        again.record(entry("a", 4));
+        assert_eq!(AuditLog::open(path.clone()).recent(Some("a")).len(), 3);
+    }
+
+    #[test]
+    fn a_tail_that_starts_inside_a_character_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jsonl");
+        let log = AuditLog::open(path.clone());
+        let mut e = entry("a", 1);
+        e.why = "×".repeat(200);
+        // More than TAIL_BYTES of two-byte characters: the tail starts at an odd offset somewhere.
+        for _ in 0..(TAIL_BYTES as usize / 400 + 10) {
+            log.record(e.clone());
+        }
+        // Append short entries until the tail's first byte is inside a character.
+        let inside = |path: &Path| {
+            let bytes = std::fs::read(path).unwrap();
+            (bytes[bytes.len() - TAIL_BYTES as usize] & 0xC0) == 0x80
+        };
+        let mut shifts = 0;
+        loop {
+            let mut last = entry("b", 2);
+            last.why = ".".repeat(shifts % 7);
+            log.record(last);
+            if inside(&path) {
+                break;
+            }
+            shifts += 1;
+            assert!(shifts < 200, "the tail never started inside a character");
+        }
+        let again = AuditLog::open(path);
+        assert!(again.recent(None).len() > 100);
+        assert_eq!(again.recent(None).last(), log.recent(None).last());
     }
 }

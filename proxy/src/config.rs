@@ -812,6 +812,9 @@ impl Validator<'_> {
             }
             steps.push(percent);
         }
+        if steps[0].basis_points() == 10_000 {
+            return Err(steps_err("must start below 100: the monolith's answers at the lower steps are the baseline"));
+        }
         let fraction = |v: &Option<Spanned<f64>>, what: &str, default: f64| match v {
             None => Ok(default),
             Some(x) if (0.0..=1.0).contains(x.get_ref()) => Ok(*x.get_ref()),
@@ -951,6 +954,25 @@ fallback = true
         .unwrap_err();
         assert_eq!(err.line, 25, "{err}");
         assert!(err.reason.contains("shadow_ignore entry `name`"), "{err}");
+    }
+
+    #[test]
+    fn rollout_policies_are_checked() {
+        let with = |policy: &str| parse(&format!("{GOOD}\n[routes.rollout]\n{policy}\n"));
+        let p = with("steps = [5, 50, 100]\ndwell_seconds = 0.5").unwrap().routes[0].rollout.clone().unwrap();
+        assert_eq!(p.steps.iter().map(|s| s.basis_points()).collect::<Vec<_>>(), [500, 5000, 10_000]);
+        assert_eq!((p.dwell, p.min_requests, p.max_p99_ratio), (Duration::from_millis(500), 100, 1.5));
+        for (policy, reason) in [
+            ("steps = []", "at least one percent"),
+            ("steps = [50, 25]", "strictly ascending"),
+            ("steps = [0, 50]", "above 0"),
+            ("steps = [100]", "must start below 100"),
+            ("steps = [5]\nmax_p99_ratio = 0.5", "max_p99_ratio must be between 1 and 100"),
+        ] {
+            let err = with(policy).unwrap_err();
+            assert!(err.reason.contains(reason), "{policy}: {err}");
+            assert!(err.line >= 27, "{policy}: {err}");
+        }
     }
 
     #[test]

@@ -65,8 +65,9 @@ impl TargetMetrics {
     pub fn tally(&self) -> Tally {
         use prometheus::core::Metric;
         let m = self.latency.metric();
-        let buckets = m.get_histogram().get_bucket().iter().map(|b| b.cumulative_count()).collect();
-        Tally { requests: self.total(), errors: self.by_class[4].get(), buckets }
+        let h = m.get_histogram();
+        let buckets = h.get_bucket().iter().map(|b| b.cumulative_count()).collect();
+        Tally { requests: self.total(), errors: self.by_class[4].get(), samples: h.get_sample_count(), buckets }
     }
 }
 
@@ -81,6 +82,8 @@ pub struct Tally {
     pub requests: u64,
     /// Of which 5xx.
     pub errors: u64,
+    /// Latencies observed (the histogram's own count, which the buckets add up to).
+    pub samples: u64,
     /// Cumulative count per bucket of [`LATENCY_BUCKETS`].
     pub buckets: Vec<u64>,
 }
@@ -91,6 +94,7 @@ impl Tally {
         Tally {
             requests: self.requests.saturating_sub(earlier.requests),
             errors: self.errors.saturating_sub(earlier.errors),
+            samples: self.samples.saturating_sub(earlier.samples),
             buckets: self
                 .buckets
                 .iter()
@@ -104,6 +108,7 @@ impl Tally {
     pub fn add(&mut self, other: &Tally) {
         self.requests += other.requests;
         self.errors += other.errors;
+        self.samples += other.samples;
         self.buckets.resize(self.buckets.len().max(other.buckets.len()), 0);
         for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
             *a += b;
@@ -119,10 +124,10 @@ impl Tally {
     /// Prometheus's `histogram_quantile` does; `None` without samples. Above the last bucket it
     /// is the last bound.
     pub fn p99(&self) -> Option<f64> {
-        if self.requests == 0 {
+        if self.samples == 0 {
             return None;
         }
-        let rank = 0.99 * self.requests as f64;
+        let rank = 0.99 * self.samples as f64;
         let mut lower = (0.0, 0u64);
         for (i, &count) in self.buckets.iter().enumerate() {
             let upper = LATENCY_BUCKETS.get(i).copied().unwrap_or(f64::INFINITY);

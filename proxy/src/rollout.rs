@@ -11,7 +11,8 @@
 //!   so a burst of errors does not wait for the sample to fill up;
 //! - the service's p99 latency may be at most the monolith's × `max_p99_ratio` + `p99_slack`
 //!   (both estimated from the latency histogram's buckets, as Prometheus's `histogram_quantile`
-//!   does), judged once each side has `min_requests` requests;
+//!   does), judged once each side has `min_requests` requests, and at least
+//!   [`P99_MIN_SAMPLES`];
 //! - after `dwell` and `min_requests` service requests within bounds, the percent moves to the
 //!   next step; after the last step, if it is 100 %, the route moves to stage `service`.
 //!
@@ -33,6 +34,8 @@ use crate::state::{Change, Shared};
 
 /// How often the controller looks at the routes.
 pub const TICK: Duration = Duration::from_millis(250);
+/// Latencies are judged on at least this many answers a side, whatever `min_requests` says.
+pub const P99_MIN_SAMPLES: u64 = 100;
 /// Who the audit log names for the controller's changes.
 pub const BY: &str = "rollout";
 
@@ -114,11 +117,13 @@ pub fn judge(policy: &RolloutPolicy, step: usize, w: &Window) -> Verdict {
             pct(policy.max_error_rate_increase)
         ));
     }
-    if svc.requests < n {
-        return Verdict::Hold(format!("{} of {n} service requests", svc.requests));
+    // A p99 of fewer than P99_MIN_SAMPLES answers is little more than their maximum.
+    let n = n.max(P99_MIN_SAMPLES);
+    if svc.samples < n {
+        return Verdict::Hold(format!("{} of {n} service requests", svc.samples));
     }
-    if base.requests < n {
-        return Verdict::Hold(format!("{} of {n} monolith requests for a baseline", base.requests));
+    if base.samples < n {
+        return Verdict::Hold(format!("{} of {n} monolith requests for a baseline", base.samples));
     }
     let (Some(svc_p99), Some(base_p99)) = (svc.p99(), base.p99()) else {
         return Verdict::Hold("no latency samples yet".to_owned());
@@ -200,9 +205,12 @@ impl Rollouts {
     }
 }
 
-/// The step a rollout at `percent` is at: the first step at or above it (the last when above all).
+/// The step a rollout at `percent` (re)starts at: the last step at or below it (the first when
+/// below all), so an operator who lowers the percent is never pushed above it. A last step of
+/// 100 % is restarted one step lower: the monolith baseline needs monolith traffic.
 fn step_for(policy: &RolloutPolicy, percent: Percent) -> usize {
-    policy.steps.iter().position(|s| *s >= percent).unwrap_or(policy.steps.len() - 1)
+    let at = policy.steps.iter().rposition(|s| *s <= percent).unwrap_or(0);
+    if policy.steps[at].basis_points() == 10_000 { at.saturating_sub(1) } else { at }
 }
 
 /// One pass over the routes (called every [`TICK`] by [`run`]; blocking: it may write files).
@@ -289,7 +297,7 @@ pub fn tick(shared: &Shared) {
                                 step,
                                 percent,
                                 step_started: Instant::now(),
-                                step_start: Snapshot::of(&shared.current().route_metrics[i]),
+                                step_start: snapshot_of(shared, &route.name).unwrap_or_default(),
                                 rollout_start,
                                 status: format!("at {}% since the last step held", view.percent),
                             },
@@ -304,6 +312,13 @@ pub fn tick(shared: &Shared) {
         }
     }
     shared.rollouts.lock().retain(|name, _| live.contains(name));
+}
+
+/// The counters of the route named `name` in the live runtime (the one `set_stage` just swapped in,
+/// whose route order may differ from the runtime a tick started with).
+fn snapshot_of(shared: &Shared, name: &str) -> Option<Snapshot> {
+    let rt = shared.current();
+    rt.config.routes.iter().position(|r| r.name == name).map(|i| Snapshot::of(&rt.route_metrics[i]))
 }
 
 /// The controller: a [`tick`] every [`TICK`], off the async threads, until the task is dropped.
@@ -336,7 +351,7 @@ mod tests {
     /// `requests` answers, `errors` of them 5xx, all with the latency `seconds`.
     fn tally(requests: u64, errors: u64, seconds: f64) -> Tally {
         let buckets = LATENCY_BUCKETS.iter().map(|b| if seconds <= *b { requests } else { 0 }).collect();
-        Tally { requests, errors, buckets }
+        Tally { requests, errors, samples: requests, buckets }
     }
 
     fn window(service: Tally, baseline: Tally, secs: u64) -> Window {
@@ -394,10 +409,22 @@ mod tests {
     }
 
     #[test]
+    fn latencies_need_a_hundred_answers_whatever_min_requests_says() {
+        let p = RolloutPolicy { min_requests: 20, ..policy() };
+        // One slow answer in 30 would be their p99: not judged yet.
+        let v = judge(&p, 0, &window(tally(30, 0, 0.5), tally(2000, 0, 0.002), 60));
+        assert!(matches!(&v, Verdict::Hold(w) if w.contains("30 of 100 service requests")), "{v:?}");
+        // Errors are still judged at once against min_requests: 1 % of 20 is 0.2 errors, so the
+        // second error rolls back (and so would the first).
+        assert!(matches!(judge(&p, 0, &window(tally(5, 2, 0.002), tally(2000, 0, 0.002), 1)), Verdict::Rollback(_)));
+    }
+
+    #[test]
     fn steps_are_found_from_the_percent() {
         let p = policy();
         let at = |x: f64| step_for(&p, Percent::from_percent(x).unwrap());
-        assert_eq!((at(0.0), at(5.0), at(6.0), at(50.0), at(100.0)), (0, 0, 1, 1, 2));
+        // Steps 5, 50, 100: down to a step, never up past the operator; 100 % restarts at 50 %.
+        assert_eq!((at(0.0), at(5.0), at(30.0), at(50.0), at(99.0), at(100.0)), (0, 0, 0, 1, 1, 1));
     }
 
     #[test]

@@ -270,8 +270,18 @@ impl Shared {
         Some(self.reload("the config file changed"))
     }
 
-    /// Audits the stage changes a reloaded file brought.
+    /// Audits the stage changes a reloaded file brought, routes added and removed included.
     fn audit_reload(&self, old: &Config, new: &Config, trigger: &str) {
+        for o in old.routes.iter().filter(|o| !new.routes.iter().any(|r| r.name == o.name)) {
+            self.audit.record(Entry {
+                time: crate::audit::now(),
+                route: o.name.clone(),
+                from: position(o.stage, o.percent),
+                to: Position { stage: "(route removed)".to_owned(), percent: 0.0 },
+                why: format!("reload: {trigger}"),
+                by: format!("config file {}", self.config_path.display()),
+            });
+        }
         for r in &new.routes {
             let before = old.routes.iter().find(|o| o.name == r.name);
             let from = before.map_or_else(
@@ -316,7 +326,9 @@ impl Shared {
 
     /// Changes a route's stage (and percent): validates, writes the config file (keeping its
     /// comments and layout), swaps the new state in, and records the change in the audit log.
-    /// Returns the route. A change to where the route already is does nothing.
+    /// Returns the route. A change to where the route already is does nothing. An edit of the
+    /// file not yet reloaded is reloaded first; if it is invalid, the change is made live without
+    /// writing the file (and the audit entry says so).
     ///
     /// Leaving `shadow` for `canary` or `service` is refused ([`ProxyError::Gate`]) unless the
     /// route's shadow has made at least `shadow_min_compared` comparisons with a mismatch rate
@@ -325,6 +337,28 @@ impl Shared {
     pub fn set_stage(&self, name: &str, change: Change) -> Result<RouteView, ProxyError> {
         let Change { stage, percent, force, by, mut why, expect } = change;
         let mut last = self.lock();
+        let disk = std::fs::read_to_string(&self.config_path)
+            .map_err(|source| ProxyError::Io { path: self.config_path.clone(), source })?;
+        // An edit saved but not reloaded yet is taken first (and audited), so the change is made
+        // on what the file says and writing the file back makes nothing live unseen. When that
+        // edit is invalid, the change is made on the live config and not written back: a
+        // rollback must not wait for someone to fix the file.
+        let mut base = last.clone();
+        let mut write_back = true;
+        if disk != *last {
+            let old = self.current();
+            match self.apply_text(&disk) {
+                Ok(()) => {
+                    self.audit_reload(&old.config, &self.current().config, "the file changed, seen at a stage change");
+                    base = disk.clone();
+                }
+                Err(e) => {
+                    tracing::error!("stage change of `{name}` made live but not written back: {e}");
+                    write_back = false;
+                }
+            }
+            *last = disk;
+        }
         let current = self.state.load();
         let Some(route) = current.config.routes.iter().find(|r| r.name == name) else {
             return Err(ProxyError::UnknownRoute(name.to_owned()));
@@ -362,15 +396,19 @@ impl Shared {
             }
         }
         drop(current);
-        let text = std::fs::read_to_string(&self.config_path)
-            .map_err(|source| ProxyError::Io { path: self.config_path.clone(), source })?;
-        let new_text = edit_route(&text, name, stage, percent)
+        let new_text = edit_route(&base, name, stage, percent)
             .map_err(|reason| ProxyError::from(ConfigError { file: self.config_path.clone(), line: 1, reason }))?;
         // Validate what will be written before writing it.
         Config::parse(&new_text, &self.config_path)?;
-        write_atomically(&self.config_path, &new_text)?;
+        if write_back {
+            write_atomically(&self.config_path, &new_text)?;
+        } else {
+            why = format!("{why}; not written back: the config file is invalid");
+        }
         self.apply_text(&new_text)?;
-        *last = new_text;
+        if write_back {
+            *last = new_text;
+        }
         self.audit.record(Entry {
             time: crate::audit::now(),
             route: name.to_owned(),

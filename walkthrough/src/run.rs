@@ -910,8 +910,11 @@ impl Walk<'_> {
         let moved = routes["routes"].as_array().into_iter().flatten().filter(|r| r["stage"] == "service").count();
         let progress = &routes["progress"];
         let share = |k: &str| progress[k].as_f64().unwrap_or(0.0) * 100.0;
+        let catalog_routes = (READ_ROUTES.len() + WRITE_ROUTES.len()) as u64;
         self.check(
-            progress["service"].as_u64() == Some(moved as u64) && progress["requests_service"].as_u64() > Some(0),
+            progress["service"].as_u64() == Some(catalog_routes)
+                && progress["endpoint_share"].as_f64() == Some(1.0)
+                && progress["requests_service"].as_u64() > Some(0),
             "the proxy reports the migration's progress",
             format!(
                 "{} of {} routes on their service ({:.0} % of endpoints); {:.1} % of all requests answered by the service ({} of {})",
@@ -951,6 +954,11 @@ impl Walk<'_> {
         for (name, _, _) in READ_ROUTES.iter().chain(&WRITE_ROUTES) {
             let mine: Vec<&Value> = entries.iter().filter(|e| e["route"] == *name).collect();
             changes += mine.len();
+            // The chain starts where the walkthrough's config put the route: at the monolith.
+            let first = mine.first().map(|e| e["from"]["stage"].clone()).unwrap_or(Value::Null);
+            if first != "monolith" && first != "(new route)" {
+                broken.push(format!("{name}: the first audited change starts at {first}"));
+            }
             for pair in mine.windows(2) {
                 if pair[0]["to"] != pair[1]["from"] {
                     broken.push(format!("{name}: {} then {}", pair[0]["to"], pair[1]["from"]));

@@ -122,7 +122,14 @@ async fn a_burst_of_service_errors_rolls_back_to_the_monolith_and_the_file_shows
     // Clients never saw the errors: fallback served them (drive_until checks each answer), and
     // they were counted.
     let (_, metrics) = p.admin(Method::GET, "/metrics", None, Some(TOKEN)).await;
-    assert!(metrics.as_str().unwrap().contains("ficus_fallbacks_total{route=\"catalog\"}"), "{metrics}");
+    let fallbacks: u64 = metrics
+        .as_str()
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("ficus_fallbacks_total{route=\"catalog\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(fallbacks > 0, "{metrics}");
     // After the rollback everything goes to the monolith.
     for user in 0..20 {
         let u = user.to_string();
@@ -229,4 +236,47 @@ async fn progress_counts_routes_and_traffic_served_by_the_new_services() {
         assert!(metrics.contains(line), "{line} in {metrics}");
     }
     assert!(metrics.contains(&format!("ficus_migration_traffic_share {share}")), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stage_change_takes_a_pending_edit_first_and_never_waits_for_a_broken_file() {
+    let mono = Upstream::start("monolith").await;
+    let svc = Upstream::start("svc").await;
+    let routes = "[[routes]]\nname = \"catalog\"\npath = \"/api/products/{*rest}\"\nupstream = \"svc\"\n\n\
+                  [[routes]]\nname = \"cart\"\npath = \"/api/cart\"\nupstream = \"svc\"\n";
+    // No file watcher: only the stage change can see the edit.
+    let text = config_text(&[("monolith", mono.addr), ("svc", svc.addr)], routes)
+        .replace("[proxy]\n", "[proxy]\nwatch_file = false\n");
+    assert!(text.contains("watch_file = false"), "{text}");
+    let p = TestProxy::start(&text).await;
+    let edited = std::fs::read_to_string(&p.config).unwrap().replace(
+        "name = \"cart\"\npath = \"/api/cart\"\nupstream = \"svc\"\n",
+        "name = \"cart\"\npath = \"/api/cart\"\nupstream = \"svc\"\nstage = \"service\"\n",
+    );
+    std::fs::write(&p.config, &edited).unwrap();
+    assert_eq!(p.set_stage("catalog", "service", None).await.0, 200);
+    let (_, cart) = p.admin(Method::GET, "/routes/cart", None, Some(TOKEN)).await;
+    assert_eq!(cart["stage"], "service", "the pending edit is live: {cart}");
+    let (_, all) = p.admin(Method::GET, "/audit", None, Some(TOKEN)).await;
+    let entries = all["entries"].as_array().unwrap().clone();
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    assert_eq!(
+        (entries[0]["route"].as_str(), entries[0]["why"].as_str()),
+        (Some("cart"), Some("reload: the file changed, seen at a stage change"))
+    );
+    assert_eq!(entries[1]["route"], "catalog");
+    let file = std::fs::read_to_string(&p.config).unwrap();
+    assert!(
+        file.contains("name = \"cart\"\npath = \"/api/cart\"\nupstream = \"svc\"\nstage = \"service\"\n"),
+        "{file}"
+    );
+
+    // A broken file: the change is live, the file is left as the operator has it.
+    std::fs::write(&p.config, "version = 1\n[listen\n").unwrap();
+    let (status, route) = p.set_stage("catalog", "monolith", None).await;
+    assert_eq!((status, route["stage"].as_str()), (200, Some("monolith")), "{route}");
+    assert_eq!(std::fs::read_to_string(&p.config).unwrap(), "version = 1\n[listen\n");
+    let (_, all) = p.admin(Method::GET, "/audit?route=catalog", None, Some(TOKEN)).await;
+    let why = all["entries"].as_array().unwrap().last().unwrap()["why"].as_str().unwrap().to_owned();
+    assert!(why.ends_with("not written back: the config file is invalid"), "{why}");
 }
