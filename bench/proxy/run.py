@@ -128,9 +128,12 @@ def cpu_seconds(pids):
     return total
 
 
-def ficus_config(path, listen, admin, upstream, routes, stage="canary", service=None, route_extra=()):
+def ficus_config(path, listen, admin, upstream, routes, stage="canary", service=None, route_extra=(), proxy_extra=()):
     lines = ["version = 1", "[listen]", f'http = "{listen}"', f'admin = "{admin}"', "[server]", "threads = 1",
-             "work_stealing = false", "grace_period_seconds = 0", "[upstreams.monolith]", f'addrs = ["{upstream}"]',
+             "work_stealing = false", "grace_period_seconds = 0"]
+    if proxy_extra:
+        lines += ["[proxy]", *proxy_extra]
+    lines += ["[upstreams.monolith]", f'addrs = ["{upstream}"]',
              "[upstreams.svc]", f'addrs = ["{service or upstream}"]', "[default]", 'upstream = "monolith"']
     for i in range(routes):
         lines += ["[[routes]]", f'name = "r{i}"', f'path = "/api/v{i}/items/{{id}}"', 'methods = ["GET"]',
@@ -146,7 +149,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=3, help="measure every target this many times, report medians")
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--only", default="", help="comma-separated keys: direct,nginx,bare,ficus-1,ficus-1000,"
-                    "shadow-off,shadow-on,shadow-all (default: all)")
+                    "shadow-off,shadow-on,shadow-all,bare-ids,ficus-ids (default: all)")
     args = ap.parse_args()
     only = set(filter(None, args.only.split(",")))
     ensure_tools()
@@ -157,7 +160,8 @@ def main():
         sh(["cargo", "build", "--quiet", "--profile", PROFILE, "-p", "ficus-proxy", "--example", "bare"], cwd=ROOT, env=env)
     bindir = os.path.join(TARGET, PROFILE)
     work = tempfile.mkdtemp(prefix="ficus-bench-")
-    up, ngx, bare, f1, f1a, f1000, f1000a, svc, soff, soffa, son, sona, sall, salla = (free_port() for _ in range(14))
+    up, ngx, bare, f1, f1a, f1000, f1000a, svc, soff, soffa, son, sona, sall, salla, fid, fida = (
+        free_port() for _ in range(16))
     upstream = f"127.0.0.1:{up}"
     service = f"127.0.0.1:{svc}"
     start(nginx(os.path.join(work, "upstream"),
@@ -178,26 +182,36 @@ def main():
         "bare pingora": start([os.path.join(bindir, "examples", "bare"), f"127.0.0.1:{bare}", upstream, "1"],
                               os.path.join(work, "bare.log")),
     }
-    ficus_targets = (("ficus, 1 route", "ficus-1", 1, f1, f1a, "canary", ()),
-                     ("ficus, 1000 routes", "ficus-1000", 1000, f1000, f1000a, "canary", ()),
-                     ("ficus, shadow off", "shadow-off", 1, soff, soffa, "monolith", ()),
-                     ("ficus, shadow on", "shadow-on", 1, son, sona, "shadow", ()),
+    ficus_targets = (("ficus, 1 route", "ficus-1", 1, f1, f1a, "canary", (), ()),
+                     ("ficus, 1000 routes", "ficus-1000", 1000, f1000, f1000a, "canary", (), ()),
+                     ("ficus, shadow off", "shadow-off", 1, soff, soffa, "monolith", (), ()),
+                     ("ficus, shadow on", "shadow-on", 1, son, sona, "shadow", (), ()),
                      ("ficus, shadow every request", "shadow-all", 1, sall, salla, "shadow",
-                      ("shadow_max_per_second = 0",)))
+                      ("shadow_max_per_second = 0",), ()),
+                     ("ficus, ids sent, no x-ficus-upstream", "ficus-ids", 1, fid, fida, "canary", (),
+                      ("upstream_header = false",)))
     admins = {}
-    for name, key, routes, port, admin, stage, extra in ficus_targets:
+    for name, key, routes, port, admin, stage, extra, proxy_extra in ficus_targets:
         cfg = os.path.join(work, f"{key}.toml")
         ficus_config(cfg, f"127.0.0.1:{port}", f"127.0.0.1:{admin}", upstream, routes, stage,
-                     service if key.startswith("shadow") else None, extra)
+                     service if key.startswith("shadow") else None, extra, proxy_extra)
         servers[name] = start([os.path.join(bindir, "ficus"), "proxy", "--config", cfg],
                               os.path.join(work, f"{key}.log"))
         admins[name] = f"http://127.0.0.1:{admin}"
         wait_http(f"http://127.0.0.1:{admin}/healthz")
+    servers["bare pingora, ids sent"] = servers["bare pingora"]
     ports = {"nginx": ngx, "bare pingora": bare, "ficus, 1 route": f1, "ficus, 1000 routes": f1000,
-             "ficus, shadow off": soff, "ficus, shadow on": son, "ficus, shadow every request": sall}
+             "ficus, shadow off": soff, "ficus, shadow on": son, "ficus, shadow every request": sall,
+             "bare pingora, ids sent": bare, "ficus, ids sent, no x-ficus-upstream": fid}
     keys = {"direct": "direct", "nginx": "nginx", "bare pingora": "bare", "ficus, 1 route": "ficus-1",
             "ficus, 1000 routes": "ficus-1000", "ficus, shadow off": "shadow-off", "ficus, shadow on": "shadow-on",
-            "ficus, shadow every request": "shadow-all"}
+            "ficus, shadow every request": "shadow-all", "bare pingora, ids sent": "bare-ids",
+            "ficus, ids sent, no x-ficus-upstream": "ficus-ids"}
+    # The pair that puts the same headers on the wire: the client sends the ids (so ficus creates
+    # none) and ficus adds no x-ficus-upstream.
+    ids = ["x-request-id: 0123456789abcdef0123456789abcdef",
+           "traceparent: 00-0123456789abcdef0123456789abcdef-0123456789abcdef-01"]
+    extra_headers = {"bare pingora, ids sent": ids, "ficus, ids sent, no x-ficus-upstream": ids}
     for name, port in ports.items():
         wait_http(f"http://127.0.0.1:{port}/api/v0/items/1")
 
@@ -216,11 +230,11 @@ def main():
         for name, addr, proc in targets:
             url = f"http://{addr}{path.get(name, '/api/v0/items/1')}"
             if round_ == 0:
-                wrk(url, 2, args.connections, headers)  # warm-up
+                wrk(url, 2, args.connections, headers + extra_headers.get(name, []))  # warm-up
             shadowing = name in shadowed
             if shadowing:
                 before = (cpu_seconds(pids_of(service_proc)), cpu_seconds(pids_of(proc)), time.time())
-            r = wrk(url, args.duration, args.connections, headers)
+            r = wrk(url, args.duration, args.connections, headers + extra_headers.get(name, []))
             if shadowing:
                 shadow_cpu[name]["service"] += cpu_seconds(pids_of(service_proc)) - before[0]
                 shadow_cpu[name]["proxy"] += cpu_seconds(pids_of(proc)) - before[1]
@@ -261,6 +275,9 @@ def main():
         print(f"ficus 1000 routes / nginx throughput:        {f1000_r['rps'] / ngx_r['rps']:.3f}")
         print(f"ficus 1000 routes p99 / nginx p99:           {f1000_r['p99'] / ngx_r['p99']:.3f} (target <= 1)")
         print(f"ficus 1000 routes peak memory:               {f1000_r['mem_mib']:.1f} MiB (target < 64)")
+    if have("ficus, ids sent, no x-ficus-upstream", "bare pingora, ids sent"):
+        r = results["ficus, ids sent, no x-ficus-upstream"]["rps"] / results["bare pingora, ids sent"]["rps"]
+        print(f"same headers on the wire, ficus 1 route / bare pingora: {r:.3f}")
     for name in shadowed:
         if not have(name, "ficus, shadow off"):
             continue
