@@ -104,17 +104,6 @@ impl Tally {
         }
     }
 
-    /// Adds another tally's counts.
-    pub fn add(&mut self, other: &Tally) {
-        self.requests += other.requests;
-        self.errors += other.errors;
-        self.samples += other.samples;
-        self.buckets.resize(self.buckets.len().max(other.buckets.len()), 0);
-        for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
-            *a += b;
-        }
-    }
-
     /// The share of 5xx answers (0 when there was no request).
     pub fn error_rate(&self) -> f64 {
         if self.requests == 0 { 0.0 } else { self.errors as f64 / self.requests as f64 }

@@ -224,45 +224,40 @@ pub fn tick(shared: &Shared) {
         }
         live.push(route.name.clone());
         let now = Snapshot::of(&rt.route_metrics[i]);
-        let existing = shared.rollouts.lock().get(&route.name).map(|p| (p.percent, p.step, p.rollout_start.clone()));
-        match existing {
-            // Still where the controller left it, under the same steps.
-            Some((percent, step, _)) if percent == route.percent && policy.steps.get(step) == Some(&percent) => {}
-            other => {
-                // A new rollout, or the percent (or the policy's steps) changed by someone else:
-                // (re)start at the step that percent is at.
-                let step = step_for(policy, route.percent);
-                let target = policy.steps[step];
-                let rollout_start = other.map_or_else(|| now.clone(), |(_, _, start)| start);
-                if target != route.percent {
-                    let why = format!(
-                        "rollout starts at step {} of {} ({}%)",
-                        step + 1,
-                        policy.steps.len(),
-                        target.as_percent()
-                    );
-                    let change = Change::new(Stage::Canary, Some(target))
-                        .by(BY)
-                        .why(why)
-                        .expecting(Stage::Canary, route.percent);
-                    if let Err(e) = shared.set_stage(&route.name, change) {
-                        tracing::warn!(route = %route.name, "rollout could not start: {e}");
-                        continue;
-                    }
+        // None: still where the controller left it, under the same steps. Otherwise a new
+        // rollout (Some(None)), or the percent or the policy's steps changed by someone else
+        // (Some(Some(start))): (re)start at the step that percent is at.
+        let restart = match shared.rollouts.lock().get(&route.name) {
+            Some(p) if p.percent == route.percent && policy.steps.get(p.step) == Some(&p.percent) => None,
+            Some(p) => Some(Some(p.rollout_start.clone())),
+            None => Some(None),
+        };
+        if let Some(previous_start) = restart {
+            let step = step_for(policy, route.percent);
+            let target = policy.steps[step];
+            let rollout_start = previous_start.unwrap_or_else(|| now.clone());
+            if target != route.percent {
+                let why =
+                    format!("rollout starts at step {} of {} ({}%)", step + 1, policy.steps.len(), target.as_percent());
+                let change =
+                    Change::new(Stage::Canary, Some(target)).by(BY).why(why).expecting(Stage::Canary, route.percent);
+                if let Err(e) = shared.set_stage(&route.name, change) {
+                    tracing::warn!(route = %route.name, "rollout could not start: {e}");
+                    continue;
                 }
-                shared.rollouts.lock().insert(
-                    route.name.clone(),
-                    Progress {
-                        step,
-                        percent: target,
-                        step_started: Instant::now(),
-                        step_start: now.clone(),
-                        rollout_start,
-                        status: "starting".to_owned(),
-                    },
-                );
-                continue;
             }
+            shared.rollouts.lock().insert(
+                route.name.clone(),
+                Progress {
+                    step,
+                    percent: target,
+                    step_started: Instant::now(),
+                    step_start: now.clone(),
+                    rollout_start,
+                    status: "starting".to_owned(),
+                },
+            );
+            continue;
         }
         let mut rollouts = shared.rollouts.lock();
         let Some(p) = rollouts.get_mut(&route.name) else { continue };
