@@ -2,7 +2,8 @@
 """Proxy benchmark on loopback, in one run, with wrk: direct to the upstream, nginx as a reverse
 proxy, a bare Pingora proxy (the floor), ficus with 1 route and with 1,000 routes (metrics on),
 and ficus with one route in stage shadow against the same route with shadow off.
-Reports req/s, p50/p99 latency and peak memory (VmHWM) of each proxy, and the ratios.
+Reports req/s, p50/p99 latency, the proxy's CPU time per request and its peak memory (VmHWM),
+and the ratios.
 
 Run from the workspace root:  python3 bench/proxy/run.py [--duration 10] [--connections 50]
                               python3 bench/proxy/run.py --only shadow-off,shadow-on
@@ -109,9 +110,10 @@ def wrk(url, duration, connections, headers=()):
         m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
         v, unit = float(m.group(1)), m.group(2)
         return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     socket_errors = re.search(r"Socket errors: (.*)", out)
-    return {"rps": rps, "p50": lat(50), "p99": lat(99), "non2xx": int(errors.group(1)) if errors else 0,
+    return {"rps": rps, "requests": requests, "p50": lat(50), "p99": lat(99), "non2xx": int(errors.group(1)) if errors else 0,
             "socket_errors": socket_errors.group(1) if socket_errors else ""}
 
 
@@ -234,7 +236,12 @@ def main():
             shadowing = name in shadowed
             if shadowing:
                 before = (cpu_seconds(pids_of(service_proc)), cpu_seconds(pids_of(proc)), time.time())
+            proxy_cpu = cpu_seconds(pids_of(proc)) if proc else None
             r = wrk(url, args.duration, args.connections, headers + extra_headers.get(name, []))
+            # The proxy's own CPU time per request (user + system): less sensitive than req/s to
+            # what else the shared cores are doing.
+            r["cpu_us"] = (None if proc is None
+                           else (cpu_seconds(pids_of(proc)) - proxy_cpu) / max(r["requests"], 1) * 1e6)
             if shadowing:
                 shadow_cpu[name]["service"] += cpu_seconds(pids_of(service_proc)) - before[0]
                 shadow_cpu[name]["proxy"] += cpu_seconds(pids_of(proc)) - before[1]
@@ -242,7 +249,8 @@ def main():
             r["mem_mib"] = peak_kib(pids_of(proc)) / 1024 if proc else None
             runs[name].append(r)
             mem = "-" if r["mem_mib"] is None else "%.1f MiB" % r["mem_mib"]
-            extra = ("  non-2xx %d" % r["non2xx"] if r["non2xx"] else "") + (
+            cpu = "" if r["cpu_us"] is None else "  cpu %.1f us/req" % r["cpu_us"]
+            extra = cpu + ("  non-2xx %d" % r["non2xx"] if r["non2xx"] else "") + (
                 "  socket errors: " + r["socket_errors"] if r["socket_errors"] else "")
             print(f"round {round_ + 1}  {name:20} {r['rps']:>10.0f} req/s  p50 {r['p50']:.3f} ms  "
                   f"p99 {r['p99']:.3f} ms  peak {mem}{extra}", flush=True)
@@ -250,6 +258,7 @@ def main():
     for name, rs in runs.items():
         med = lambda k: sorted(r[k] for r in rs)[len(rs) // 2]
         results[name] = {"rps": med("rps"), "p50": med("p50"), "p99": med("p99"),
+                         "cpu_us": None if rs[0]["cpu_us"] is None else med("cpu_us"),
                          "mem_mib": None if rs[0]["mem_mib"] is None else max(r["mem_mib"] for r in rs)}
     diffs = {}
     for name in shadowed:
@@ -261,23 +270,27 @@ def main():
     print()
     print(f"medians of {args.rounds} rounds of {args.duration} s, wrk -t1 -c{args.connections}; "
           "proxies with 1 worker thread")
-    print("| target | req/s | p50 ms | p99 ms | peak memory |")
-    print("|---|---:|---:|---:|---:|")
+    print("| target | req/s | p50 ms | p99 ms | proxy CPU per request | peak memory |")
+    print("|---|---:|---:|---:|---:|---:|")
     for name, r in results.items():
         mem = "-" if r["mem_mib"] is None else f"{r['mem_mib']:.1f} MiB"
-        print(f"| {name} | {r['rps']:.0f} | {r['p50']:.3f} | {r['p99']:.3f} | {mem} |")
+        cpu = "-" if r["cpu_us"] is None else f"{r['cpu_us']:.1f} µs"
+        print(f"| {name} | {r['rps']:.0f} | {r['p50']:.3f} | {r['p99']:.3f} | {cpu} | {mem} |")
     print()
     have = lambda *names: all(n in results for n in names)
     if have("ficus, 1000 routes", "bare pingora", "ficus, 1 route", "nginx"):
         bare_r, ngx_r, f1000_r = results["bare pingora"], results["nginx"], results["ficus, 1000 routes"]
         print(f"ficus 1000 routes / bare pingora throughput: {f1000_r['rps'] / bare_r['rps']:.3f} (target >= 0.95)")
         print(f"ficus 1 route / bare pingora throughput:     {results['ficus, 1 route']['rps'] / bare_r['rps']:.3f}")
+        print(f"bare pingora / ficus 1000 routes, CPU per request: {bare_r['cpu_us'] / f1000_r['cpu_us']:.3f} "
+              f"({bare_r['cpu_us']:.1f} / {f1000_r['cpu_us']:.1f} µs)")
         print(f"ficus 1000 routes / nginx throughput:        {f1000_r['rps'] / ngx_r['rps']:.3f}")
         print(f"ficus 1000 routes p99 / nginx p99:           {f1000_r['p99'] / ngx_r['p99']:.3f} (target <= 1)")
         print(f"ficus 1000 routes peak memory:               {f1000_r['mem_mib']:.1f} MiB (target < 64)")
     if have("ficus, ids sent, no x-ficus-upstream", "bare pingora, ids sent"):
         r = results["ficus, ids sent, no x-ficus-upstream"]["rps"] / results["bare pingora, ids sent"]["rps"]
-        print(f"same headers on the wire, ficus 1 route / bare pingora: {r:.3f}")
+        c = results["bare pingora, ids sent"]["cpu_us"] / results["ficus, ids sent, no x-ficus-upstream"]["cpu_us"]
+        print(f"same headers on the wire, ficus 1 route / bare pingora: {r:.3f}; CPU per request, bare / ficus: {c:.3f}")
     for name in shadowed:
         if not have(name, "ficus, shadow off"):
             continue

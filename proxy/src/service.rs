@@ -112,27 +112,29 @@ fn push_hex(out: &mut [u8], at: &mut usize, v: u64) {
     }
 }
 
-/// A new `x-request-id`: 32 random hex digits, built on the stack.
-fn new_request_id() -> HeaderValue {
-    let mut buf = [0u8; 32];
-    let mut at = 0;
-    push_hex(&mut buf, &mut at, random_u64());
-    push_hex(&mut buf, &mut at, random_u64());
-    HeaderValue::from_bytes(&buf).expect("hex is a valid header value")
+/// The ids a request lacks, made from one random trace id: `traceparent` is W3C's
+/// `00-<32 hex trace id>-<16 hex parent id>-01`, and `x-request-id` is the same trace id, so that
+/// logs keyed by either find the same request. Both values share one allocation.
+struct NewIds {
+    traceparent: HeaderValue,
+    request_id: HeaderValue,
 }
 
-/// A new W3C `traceparent`: `00-<32 hex trace id>-<16 hex parent id>-01`.
-fn new_traceparent() -> HeaderValue {
-    let mut buf = [0u8; 55];
-    buf[..3].copy_from_slice(b"00-");
-    let mut at = 3;
-    push_hex(&mut buf, &mut at, random_u64());
-    push_hex(&mut buf, &mut at, random_u64());
-    buf[at] = b'-';
-    at += 1;
-    push_hex(&mut buf, &mut at, random_u64());
-    buf[at..].copy_from_slice(b"-01");
-    HeaderValue::from_bytes(&buf).expect("hex is a valid header value")
+impl NewIds {
+    fn generate() -> NewIds {
+        let mut buf = [0u8; 55];
+        buf[..3].copy_from_slice(b"00-");
+        let mut at = 3;
+        push_hex(&mut buf, &mut at, random_u64());
+        push_hex(&mut buf, &mut at, random_u64());
+        buf[at] = b'-';
+        at += 1;
+        push_hex(&mut buf, &mut at, random_u64());
+        buf[at..].copy_from_slice(b"-01");
+        let bytes = Bytes::from_owner(buf);
+        let value = |b: Bytes| HeaderValue::from_maybe_shared(b).expect("hex is a valid header value");
+        NewIds { request_id: value(bytes.slice(3..35)), traceparent: value(bytes) }
+    }
 }
 
 fn class_code(e: &Error) -> u16 {
@@ -278,14 +280,15 @@ impl FicusProxy {
         if needs_buffer {
             session.as_downstream_mut().enable_retry_buffering();
         }
-        if !has_request_id {
-            let id = new_request_id();
-            session.req_header_mut().insert_header(REQUEST_ID, id.clone())?;
-            ctx.generated_request_id = Some(id);
-        }
-        if !has_traceparent {
-            let tp = new_traceparent();
-            session.req_header_mut().insert_header(TRACEPARENT, tp)?;
+        if !has_request_id || !has_traceparent {
+            let ids = NewIds::generate();
+            if !has_request_id {
+                session.req_header_mut().insert_header(REQUEST_ID, ids.request_id.clone())?;
+                ctx.generated_request_id = Some(ids.request_id);
+            }
+            if !has_traceparent {
+                session.req_header_mut().insert_header(TRACEPARENT, ids.traceparent)?;
+            }
         }
         if let Some(r) = decision.route
             && decision.target == Target::Monolith

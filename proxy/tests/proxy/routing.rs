@@ -116,6 +116,9 @@ async fn request_ids_and_traceparent_are_passed_on_or_created() {
     assert_eq!(body["x-request-id"], echoed.as_str(), "the created id reaches the upstream and the client");
     let tp = body["traceparent"].as_str().unwrap();
     assert!(tp.starts_with("00-") && tp.len() == 55 && tp.ends_with("-01"), "{tp}");
+    assert_eq!(&tp[3..35], echoed, "a created request id is the created trace id");
+    let again = p.client.get(format!("{}/anything", p.base)).send().await.unwrap();
+    assert_ne!(again.headers()["x-request-id"].to_str().unwrap(), echoed, "every request gets a new id");
 
     let given = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let r = p.get("/anything", &[("x-request-id", "abc-123"), ("traceparent", given)]).await;
