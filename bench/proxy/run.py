@@ -20,8 +20,8 @@ def sh(cmd, **kw):
     return subprocess.run(cmd, check=True, **kw)
 
 
-def ensure_tools():
-    missing = [p for p in ("nginx", "wrk") if shutil.which(p) is None and not os.path.exists(f"/usr/sbin/{p}")]
+def ensure_tools(tools=("nginx", "wrk")):
+    missing = [p for p in tools if shutil.which(p) is None and not os.path.exists(f"/usr/sbin/{p}")]
     if missing:
         print(f"== installing {' '.join(missing)}", flush=True)
         sh(["apt-get", "update", "-qq"])

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use http::{HeaderValue, Method, StatusCode};
+use http::{HeaderName, HeaderValue, Method, StatusCode};
 use pingora::http::ResponseHeader;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
@@ -26,7 +26,10 @@ use crate::state::{Runtime, Shared};
 pub const UPSTREAM_HEADER: &str = "x-ficus-upstream";
 const REQUEST_ID: &str = "x-request-id";
 const TRACEPARENT: &str = "traceparent";
-const IDEMPOTENCY_KEY: &str = "idempotency-key";
+// The same names for lookups, parsed once rather than on every request.
+static REQUEST_ID_NAME: HeaderName = HeaderName::from_static(REQUEST_ID);
+static TRACEPARENT_NAME: HeaderName = HeaderName::from_static(TRACEPARENT);
+static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
 /// The strangler-fig proxy logic handed to Pingora.
 pub struct FicusProxy {
@@ -271,11 +274,11 @@ impl FicusProxy {
         let client_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
         let head = RequestHead { method: &req.method, path: req.uri.path(), headers: &req.headers, client_ip };
         let decision = select(&rt.table, &head);
-        let idempotent = matches!(req.method, Method::GET | Method::HEAD) || req.headers.contains_key(IDEMPOTENCY_KEY);
+        let idempotent = matches!(req.method, Method::GET | Method::HEAD) || req.headers.contains_key(&IDEMPOTENCY_KEY);
         ctx.can_fall_back = decision.fallback.is_some() && decision.target == Target::Service && idempotent;
         let needs_buffer = ctx.can_fall_back && !matches!(req.method, Method::GET | Method::HEAD);
-        let has_request_id = req.headers.contains_key(REQUEST_ID);
-        let has_traceparent = req.headers.contains_key(TRACEPARENT);
+        let has_request_id = req.headers.contains_key(&REQUEST_ID_NAME);
+        let has_traceparent = req.headers.contains_key(&TRACEPARENT_NAME);
         ctx.decision = Some(decision);
         if needs_buffer {
             session.as_downstream_mut().enable_retry_buffering();
