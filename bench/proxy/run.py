@@ -28,6 +28,13 @@ def ensure_tools(tools=("nginx", "wrk")):
         sh(["apt-get", "install", "-y", "-qq"] + missing, env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
 
 
+def check_built(bindir):
+    """With --no-build, say which binary is missing rather than wait for a proxy that cannot start."""
+    for binary in (os.path.join(bindir, "ficus"), os.path.join(bindir, "examples", "bare")):
+        if not os.path.exists(binary):
+            sys.exit(f"{binary} is missing: run without --no-build, or set CARGO_TARGET_DIR to where it was built")
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -161,6 +168,7 @@ def main():
         sh(["cargo", "build", "--quiet", "--profile", PROFILE, "-p", "ficus"], cwd=ROOT, env=env)
         sh(["cargo", "build", "--quiet", "--profile", PROFILE, "-p", "ficus-proxy", "--example", "bare"], cwd=ROOT, env=env)
     bindir = os.path.join(TARGET, PROFILE)
+    check_built(bindir)
     work = tempfile.mkdtemp(prefix="ficus-bench-")
     up, ngx, bare, f1, f1a, f1000, f1000a, svc, soff, soffa, son, sona, sall, salla, fid, fida = (
         free_port() for _ in range(16))
