@@ -4,12 +4,13 @@
 //! purely syntactic and runs on one file at a time, so files are read in parallel;
 //! resolving names across files is `index`'s job.
 
-use proc_macro2::{Span, TokenStream, TokenTree};
+use proc_macro2::Span;
 use syn::punctuated::Punctuated;
 use syn::visit::{self, Visit};
 use syn::{Attribute, Expr, Token};
 
 use crate::routes::{self, RouteAttr, RouterItem};
+use crate::syntax::{line_of, path_line, segs_of, string_literals};
 
 /// What one file says, split into its module scopes (the file itself and each inline `mod`).
 #[derive(Debug, Default)]
@@ -18,6 +19,8 @@ pub(crate) struct FileFacts {
     pub lines: usize,
     /// Why the file could not be parsed: (line, message).
     pub error: Option<(usize, String)>,
+    /// Route-like attributes and registrations that could not be read: (line, what).
+    pub unread: Vec<(usize, String)>,
     /// Scope 0 is the file itself; the others are inline modules, parents before children.
     pub scopes: Vec<ScopeFacts>,
 }
@@ -151,30 +154,6 @@ pub(crate) fn extract(source: &str) -> FileFacts {
         }
     }
     facts
-}
-
-/// Line of a span (1-based; 0 when unknown).
-pub(crate) fn line_of(span: Span) -> usize {
-    span.start().line
-}
-
-/// Line of a path (of its first segment).
-pub(crate) fn path_line(p: &syn::Path) -> usize {
-    match (&p.leading_colon, p.segments.first()) {
-        (Some(c), _) => line_of(c.spans[0]),
-        (None, Some(s)) => line_of(s.ident.span()),
-        _ => 0,
-    }
-}
-
-/// Segments of a syn path as strings.
-pub(crate) fn segs_of(path: &syn::Path) -> Vec<String> {
-    let mut out = Vec::with_capacity(path.segments.len() + 1);
-    if path.leading_colon.is_some() {
-        out.push("::".to_string());
-    }
-    out.extend(path.segments.iter().map(|s| s.ident.to_string()));
-    out
 }
 
 fn is_cfg_test(attrs: &[Attribute]) -> bool {
@@ -314,10 +293,10 @@ impl Extractor<'_> {
     }
 
     fn fn_body(&mut self, name: String, attrs: &[Attribute], block: &syn::Block, span: Span) {
-        for ra in routes::route_attrs(attrs, &name, line_of(span)) {
-            self.cur().route_attrs.push(ra);
+        for ra in routes::route_attrs(attrs, &name, line_of(span), &mut self.facts.unread) {
+            self.facts.scopes[self.scope].route_attrs.push(ra);
         }
-        let items = routes::router_items(block);
+        let items = routes::router_items(block, &mut self.facts.unread);
         if !items.is_empty() {
             self.cur().routers.push(RouterFn { name, items });
         }
@@ -331,7 +310,7 @@ impl Extractor<'_> {
         match name.as_str() {
             "table" => {
                 let _ = line;
-                for t in routes::diesel_table_names(mac.tokens.clone()) {
+                for t in crate::sql::diesel_table_names(mac.tokens.clone()) {
                     self.cur().diesel_tables.push(t);
                 }
                 return;
@@ -376,22 +355,6 @@ impl Extractor<'_> {
             for (text, l) in lits {
                 self.push_sql(text, l, false);
             }
-        }
-    }
-}
-
-/// Every string literal in a token stream (nested groups included), with its line.
-pub(crate) fn string_literals(tokens: TokenStream, out: &mut Vec<(String, usize)>) {
-    for tt in tokens {
-        match tt {
-            TokenTree::Group(g) => string_literals(g.stream(), out),
-            TokenTree::Literal(l) => {
-                let line = line_of(l.span());
-                if let Ok(s) = syn::parse_str::<syn::LitStr>(&l.to_string()) {
-                    out.push((s.value(), line));
-                }
-            }
-            _ => {}
         }
     }
 }
@@ -555,7 +518,7 @@ impl<'ast> Visit<'ast> for Extractor<'_> {
                 && let Some(arg) = c.args.first()
             {
                 let mut paths = Vec::new();
-                routes::paths_in(arg, &mut paths);
+                crate::syntax::paths_in(arg, &mut paths);
                 for segs in paths {
                     self.cur().diesel_writes.push((segs, line));
                 }

@@ -827,11 +827,11 @@ impl Expand<'_> {
                 RouterItem::Route { method, path, handler, line } => {
                     out.insert(self.endpoint(m, method, &join(prefix, path), handler.as_deref(), *line));
                 }
-                RouterItem::Attributed { handler, prefix: p, line } => {
+                RouterItem::Attributed { handler, prefix: p, line, docs } => {
                     let Some(t) = self.ix.fn_target(m, handler) else { continue };
                     let Some(list) = self.attrs.get(&t) else { continue };
                     seen.insert(t.clone());
-                    for a in list.iter().filter(|a| !a.doc_only) {
+                    for a in list.iter().filter(|a| *docs || !a.doc_only) {
                         let full = join(&join(prefix, p), &a.path);
                         out.insert(self.endpoint(m, &a.method, &full, Some(handler), *line));
                     }

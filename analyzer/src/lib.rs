@@ -24,6 +24,7 @@ pub mod report;
 mod routes;
 mod services;
 pub mod sql;
+mod syntax;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -200,6 +201,9 @@ fn parse_all(
                     }
                 };
                 proc_macro2::extra::invalidate_current_thread_spans();
+                for (line, msg) in &facts.unread {
+                    d.push(Diagnostic::new(rel.clone(), *line, msg.clone()));
+                }
                 if let Some((line, msg)) = &facts.error {
                     d.push(Diagnostic::new(rel.clone(), *line, format!("does not parse: {msg}")));
                 }

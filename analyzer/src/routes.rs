@@ -11,11 +11,10 @@
 
 use std::collections::HashMap;
 
-use proc_macro2::{TokenStream, TokenTree};
 use syn::punctuated::Punctuated;
 use syn::{Attribute, Expr, Token};
 
-use crate::facts::{line_of, path_line, segs_of};
+use crate::syntax::{AttrArg, attr_args, last_seg, line_of, path_line, path_of, segs_of, str_lit};
 
 /// Something a router-building function registers.
 #[derive(Debug, Clone)]
@@ -40,6 +39,8 @@ pub(crate) enum RouterItem {
         prefix: String,
         /// Where it is registered.
         line: usize,
+        /// Its `#[utoipa::path]` is what is served (utoipa-axum's `routes!`).
+        docs: bool,
     },
     /// A call to another function that may build routes (`.merge(users::routes())`,
     /// `.nest("/api", api(state))`, `.configure(config)`).
@@ -59,6 +60,14 @@ impl RouterItem {
         match &mut self {
             RouterItem::Route { path, .. } => *path = join(p, path),
             RouterItem::Attributed { prefix, .. } | RouterItem::Call { prefix, .. } => *prefix = join(p, prefix),
+        }
+        self
+    }
+
+    /// An `Attributed` item whose documentation attribute is its route.
+    fn served_by_docs(mut self) -> Self {
+        if let RouterItem::Attributed { docs, .. } = &mut self {
+            *docs = true;
         }
         self
     }
@@ -124,15 +133,6 @@ pub(crate) fn normalise_path(path: &str) -> String {
     if out.is_empty() { "/".to_string() } else { out }
 }
 
-fn str_lit(e: &Expr) -> Option<String> {
-    match e {
-        Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) => Some(s.value()),
-        Expr::Paren(p) => str_lit(&p.expr),
-        Expr::Reference(r) => str_lit(&r.expr),
-        _ => None,
-    }
-}
-
 /// A route path or prefix as written: a string literal, a `format!("/{CONST}")` string,
 /// or a const (`{CONST}`); `{NAME}` placeholders naming string consts are filled in
 /// once every file's consts are known.
@@ -140,7 +140,7 @@ fn path_lit(e: &Expr) -> Option<String> {
     match e {
         Expr::Macro(m) if last_seg(&m.mac.path) == "format" => {
             let mut lits = Vec::new();
-            crate::facts::string_literals(m.mac.tokens.clone(), &mut lits);
+            crate::syntax::string_literals(m.mac.tokens.clone(), &mut lits);
             lits.into_iter().next().map(|(s, _)| s)
         }
         Expr::Path(p) => {
@@ -156,128 +156,46 @@ fn path_lit(e: &Expr) -> Option<String> {
     }
 }
 
-fn path_of(e: &Expr) -> Option<&syn::Path> {
-    match e {
-        Expr::Path(p) if p.qself.is_none() => Some(&p.path),
-        Expr::Paren(p) => path_of(&p.expr),
-        Expr::Reference(r) => path_of(&r.expr),
-        _ => None,
-    }
-}
-
-fn last_seg(p: &syn::Path) -> String {
-    p.segments.last().map(|s| s.ident.to_string()).unwrap_or_default()
-}
-
-/// Every plain path inside an expression (used for diesel `insert_into(users::table)`).
-pub(crate) fn paths_in(e: &Expr, out: &mut Vec<Vec<String>>) {
-    match e {
-        Expr::Path(p) => out.push(segs_of(&p.path)),
-        Expr::MethodCall(m) => {
-            paths_in(&m.receiver, out);
-            for a in &m.args {
-                paths_in(a, out);
-            }
-        }
-        Expr::Call(c) => {
-            for a in &c.args {
-                paths_in(a, out);
-            }
-        }
-        Expr::Paren(p) => paths_in(&p.expr, out),
-        Expr::Reference(r) => paths_in(&r.expr, out),
-        Expr::Field(f) => paths_in(&f.base, out),
-        _ => {}
-    }
-}
-
-/// The tables in a diesel `table! { name (id) { … } … }` body: (name in Rust, name in SQL).
-pub(crate) fn diesel_table_names(tokens: TokenStream) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let toks: Vec<TokenTree> = tokens.into_iter().collect();
-    let mut sql_name: Option<String> = None;
-    let mut i = 0;
-    while i < toks.len() {
-        match &toks[i] {
-            TokenTree::Punct(p) if p.as_char() == '#' => {
-                // `#[sql_name = "real_name"]` renames the next table.
-                if let Some(TokenTree::Group(g)) = toks.get(i + 1) {
-                    let mut lits = Vec::new();
-                    crate::facts::string_literals(g.stream(), &mut lits);
-                    if g.stream().to_string().contains("sql_name") {
-                        sql_name = lits.into_iter().next().map(|(s, _)| s);
-                    }
-                }
-                i += 2;
-                continue;
-            }
-            TokenTree::Ident(id) => {
-                // `schema.table (pk) { … }` or `table (pk) { … }` or `table { … }`.
-                let mut j = i + 1;
-                let mut name = id.to_string();
-                if let (Some(TokenTree::Punct(p)), Some(TokenTree::Ident(t))) = (toks.get(j), toks.get(j + 1))
-                    && p.as_char() == '.'
-                {
-                    name = t.to_string();
-                    j += 2;
-                }
-                if let Some(TokenTree::Group(g)) = toks.get(j)
-                    && g.delimiter() == proc_macro2::Delimiter::Parenthesis
-                {
-                    j += 1;
-                }
-                if let Some(TokenTree::Group(g)) = toks.get(j)
-                    && g.delimiter() == proc_macro2::Delimiter::Brace
-                {
-                    let rust = name.trim_start_matches("r#").to_string();
-                    out.push((rust.clone(), sql_name.take().unwrap_or(rust)));
-                    i = j + 1;
-                    continue;
-                }
-                i += 1;
-            }
-            _ => i += 1,
-        }
-    }
-    out
-}
-
 /// Route attributes on a function: actix-web / rocket `#[get("/x")]` …, `#[route("/x",
-/// method = "GET")]` (actix) or `#[route(GET, uri = "/x")]` (rocket), and utoipa's
-/// `#[utoipa::path(get, path = "/x")]`.
-pub(crate) fn route_attrs(attrs: &[Attribute], fn_name: &str, line: usize) -> Vec<RouteAttr> {
+/// method = "GET")]` (actix) or `#[route(GET, uri = "/x")]` (rocket), poem-openapi's
+/// `#[oai(path = "/x", method = "get")]`, and utoipa's `#[utoipa::path(get, path = "/x")]`.
+/// Arguments are read from their tokens, so anything that is not an expression
+/// (`body = Vec<Item>`, `Response<'_>`) does not hide the method and path. A route-like
+/// attribute without a readable path is reported in `unread` (line, what).
+pub(crate) fn route_attrs(
+    attrs: &[Attribute],
+    fn_name: &str,
+    line: usize,
+    unread: &mut Vec<(usize, String)>,
+) -> Vec<RouteAttr> {
     let mut out = Vec::new();
     for a in attrs {
         let segs = segs_of(a.path());
         let last = segs.last().map(String::as_str).unwrap_or("");
         let utoipa = segs.len() == 2 && segs[0] == "utoipa" && last == "path";
+        let oai = segs.len() == 1 && last == "oai";
         let is_method = METHODS.contains(&last) || last == "route";
-        if !utoipa && !is_method {
+        if !utoipa && !oai && !is_method {
             continue;
         }
-        let Ok(args) = a.parse_args_with(Punctuated::<Expr, Token![,]>::parse_terminated) else { continue };
+        let syn::Meta::List(list) = &a.meta else { continue };
         let mut path = None;
         let mut methods = Vec::new();
         if METHODS.contains(&last) {
             methods.push(last.to_uppercase());
         }
-        for (i, arg) in args.iter().enumerate() {
+        for (i, arg) in attr_args(list.tokens.clone()).into_iter().enumerate() {
             match arg {
-                Expr::Lit(_) if i == 0 && !utoipa => path = str_lit(arg),
-                Expr::Assign(asg) => {
-                    let key = path_of(&asg.left).map(last_seg).unwrap_or_default();
-                    match key.as_str() {
-                        "path" | "uri" => path = str_lit(&asg.right),
-                        "method" => {
-                            if let Some(m) = str_lit(&asg.right).or_else(|| path_of(&asg.right).map(last_seg)) {
-                                methods.push(m.to_uppercase());
-                            }
-                        }
-                        _ => {}
+                AttrArg::Str(s) if i == 0 && !utoipa && !oai => path = Some(s),
+                AttrArg::Key(k, v) if k == "path" || k == "uri" => path = Some(v),
+                AttrArg::Key(k, v) if k == "method" => {
+                    let m = v.to_lowercase();
+                    if METHODS.contains(&m.as_str()) {
+                        methods.push(m.to_uppercase());
                     }
                 }
-                Expr::Path(p) if (utoipa || last == "route") && i == 0 => {
-                    let m = last_seg(&p.path).to_lowercase();
+                AttrArg::Word(w) if (utoipa || last == "route") && i == 0 => {
+                    let m = w.to_lowercase();
                     if METHODS.contains(&m.as_str()) {
                         methods.push(m.to_uppercase());
                     }
@@ -285,10 +203,25 @@ pub(crate) fn route_attrs(attrs: &[Attribute], fn_name: &str, line: usize) -> Ve
                 _ => {}
             }
         }
-        let Some(path) = path else { continue };
-        if !path.starts_with('/') {
-            continue;
-        }
+        let name = segs.join("::");
+        let path = match path {
+            Some(p) if p.starts_with('/') || p.is_empty() => p,
+            Some(p) => {
+                unread.push((
+                    line,
+                    format!("#[{name}] on `{fn_name}`: path {p:?} does not start with '/'; not counted as an endpoint"),
+                ));
+                continue;
+            }
+            None => {
+                // `#[get]` with no arguments or a non-literal path (a const): not readable.
+                unread.push((
+                    line,
+                    format!("#[{name}] on `{fn_name}`: no literal path found; not counted as an endpoint"),
+                ));
+                continue;
+            }
+        };
         if methods.is_empty() {
             methods.push("ANY".to_string());
         }
@@ -299,77 +232,39 @@ pub(crate) fn route_attrs(attrs: &[Attribute], fn_name: &str, line: usize) -> Ve
     out
 }
 
-/// What a function body registers on routers, following `let` bindings within it.
-pub(crate) fn router_items(block: &syn::Block) -> Vec<RouterItem> {
+/// What a function body registers on routers, following `let` bindings within it;
+/// registrations that look like routes but could not be read go to `unread`.
+pub(crate) fn router_items(block: &syn::Block, unread: &mut Vec<(usize, String)>) -> Vec<RouterItem> {
     if !mentions_router(block) {
         return Vec::new();
     }
-    let mut locals: HashMap<String, Vec<RouterItem>> = HashMap::new();
-    let mut out = Vec::new();
-    let n = block.stmts.len();
-    for (i, stmt) in block.stmts.iter().enumerate() {
-        match stmt {
-            syn::Stmt::Local(l) => {
-                let Some(init) = &l.init else { continue };
-                let items = interp(&init.expr, &mut locals, true, 0);
-                if let Some(name) = pat_ident(&l.pat) {
-                    if !items.is_empty() {
-                        locals.insert(name, items);
-                    }
-                } else {
-                    out.extend(items);
-                }
-            }
-            syn::Stmt::Expr(e, semi) => {
-                let tail = semi.is_none() && i + 1 == n;
-                match e {
-                    Expr::Assign(a) => {
-                        let items = interp(&a.right, &mut locals, true, 0);
-                        match path_of(&a.left).and_then(|p| p.get_ident()) {
-                            Some(id) if !items.is_empty() => {
-                                locals.insert(id.to_string(), items);
-                            }
-                            _ => out.extend(items),
-                        }
-                    }
-                    Expr::Return(r) => {
-                        if let Some(e) = &r.expr {
-                            out.extend(interp(e, &mut locals, true, 0));
-                        }
-                    }
-                    _ => out.extend(interp(e, &mut locals, tail, 0)),
-                }
-            }
-            _ => {}
-        }
-    }
-    // Routers bound to a variable and then handed to something else (`axum::serve(l, app)`).
-    let mut rest: Vec<_> = locals.into_iter().collect();
-    rest.sort_by(|a, b| a.0.cmp(&b.0));
-    for (_, items) in rest {
-        out.extend(items);
-    }
-    out
+    let mut it = Interp { locals: HashMap::new(), unread };
+    it.block(block)
 }
+
+/// Router-building methods (`mentions_router` looks for these).
+const ROUTER_METHODS: &[&str] = &[
+    "route",
+    "nest",
+    "merge",
+    "service",
+    "configure",
+    "mount",
+    "route_service",
+    "nest_service",
+    "to",
+    "api_route",
+    "api_route_with",
+    "routes",
+    "at",
+];
 
 /// A cheap test that skips bodies with no router-building method at all.
 fn mentions_router(block: &syn::Block) -> bool {
     struct Finder(bool);
     impl<'a> syn::visit::Visit<'a> for Finder {
         fn visit_expr_method_call(&mut self, m: &'a syn::ExprMethodCall) {
-            let n = m.method.to_string();
-            if matches!(
-                n.as_str(),
-                "route"
-                    | "nest"
-                    | "merge"
-                    | "service"
-                    | "configure"
-                    | "mount"
-                    | "route_service"
-                    | "nest_service"
-                    | "to"
-            ) {
+            if ROUTER_METHODS.contains(&m.method.to_string().as_str()) {
                 self.0 = true;
                 return;
             }
@@ -420,143 +315,245 @@ fn root_call_path(e: &Expr, names: &[&str]) -> Option<String> {
 
 const BUILDERS: &[&str] = &["new", "build", "custom", "default", "scope", "resource", "route", "ignite"];
 
-fn interp(e: &Expr, locals: &mut HashMap<String, Vec<RouterItem>>, calls_ok: bool, depth: usize) -> Vec<RouterItem> {
-    if depth > 64 {
-        return Vec::new();
-    }
-    let d = depth + 1;
-    match e {
-        Expr::MethodCall(m) => {
-            let name = m.method.to_string();
-            let line = line_of(m.method.span());
-            let mut out = interp(&m.receiver, locals, false, d);
-            let scope = root_call_path(&m.receiver, &["scope"]).unwrap_or_default();
-            let args: Vec<&Expr> = m.args.iter().collect();
-            match (name.as_str(), args.as_slice()) {
-                ("route", [p, mr]) if path_lit(p).is_some() => {
-                    let path = join(&scope, &path_lit(p).unwrap_or_default());
-                    for (method, handler) in methods_of(mr, d) {
-                        out.push(RouterItem::Route { method, path: path.clone(), handler, line });
-                    }
-                }
-                ("route", [mr]) => {
-                    if let Some(res) = root_call_path(&m.receiver, &["resource"]) {
-                        for (method, handler) in methods_of(mr, d) {
-                            out.push(RouterItem::Route { method, path: res.clone(), handler, line });
+/// Nesting deeper than this (closures in closures, routers in arguments) is not followed.
+const MAX_DEPTH: usize = 64;
+
+/// The interpretation of one function body: routers bound to locals, and what could not be read.
+struct Interp<'u> {
+    locals: HashMap<String, Vec<RouterItem>>,
+    unread: &'u mut Vec<(usize, String)>,
+}
+
+impl Interp<'_> {
+    fn block(&mut self, block: &syn::Block) -> Vec<RouterItem> {
+        let saved = std::mem::take(&mut self.locals);
+        let mut out = Vec::new();
+        let n = block.stmts.len();
+        for (i, stmt) in block.stmts.iter().enumerate() {
+            match stmt {
+                syn::Stmt::Local(l) => {
+                    let Some(init) = &l.init else { continue };
+                    let items = self.expr(&init.expr, true, 0);
+                    if let Some(name) = pat_ident(&l.pat) {
+                        if !items.is_empty() {
+                            self.locals.insert(name, items);
                         }
+                    } else {
+                        out.extend(items);
                     }
                 }
-                ("to", [h]) => {
-                    if let Some(res) = root_call_path(&m.receiver, &["resource"]) {
-                        let handler = path_of(h).map(segs_of);
-                        out.push(RouterItem::Route { method: "ANY".into(), path: res, handler, line });
+                syn::Stmt::Expr(e, semi) => {
+                    let tail = semi.is_none() && i + 1 == n;
+                    match e {
+                        Expr::Assign(a) => {
+                            let items = self.expr(&a.right, true, 0);
+                            match path_of(&a.left).and_then(|p| p.get_ident()) {
+                                Some(id) if !items.is_empty() => {
+                                    self.locals.insert(id.to_string(), items);
+                                }
+                                _ => out.extend(items),
+                            }
+                        }
+                        Expr::Return(r) => {
+                            if let Some(e) = &r.expr {
+                                out.extend(self.expr(e, true, 0));
+                            }
+                        }
+                        _ => out.extend(self.expr(e, tail, 0)),
                     }
-                }
-                ("nest" | "nest_service", [p, inner]) if path_lit(p).is_some() => {
-                    let prefix = path_lit(p).unwrap_or_default();
-                    out.extend(interp(inner, locals, true, d).into_iter().map(|i| i.prefixed(&prefix)));
-                }
-                ("mount", [p, inner]) if path_lit(p).is_some() => {
-                    let prefix = path_lit(p).unwrap_or_default();
-                    out.extend(service_arg(inner, locals, line, d).into_iter().map(|i| i.prefixed(&prefix)));
-                }
-                ("merge", [inner]) => out.extend(interp(inner, locals, true, d)),
-                ("service", [inner]) => {
-                    out.extend(service_arg(inner, locals, line, d).into_iter().map(|i| i.prefixed(&scope)));
-                }
-                ("configure", [f]) => {
-                    if let Some(p) = path_of(f) {
-                        out.push(RouterItem::Call { target: segs_of(p), prefix: scope.clone() });
-                    } else if let Expr::Closure(cl) = f {
-                        out.extend(interp(&cl.body, locals, true, d).into_iter().map(|i| i.prefixed(&scope)));
-                    }
-                }
-                ("route_service", [p, svc]) if path_lit(p).is_some() => {
-                    let handler = match svc {
-                        Expr::Call(c) => path_of(&c.func).map(segs_of),
-                        other => path_of(other).map(segs_of),
-                    };
-                    out.push(RouterItem::Route {
-                        method: "ANY".into(),
-                        path: path_lit(p).unwrap_or_default(),
-                        handler,
-                        line,
-                    });
                 }
                 _ => {}
             }
-            out
         }
-        Expr::Call(c) => {
-            let Some(p) = path_of(&c.func) else { return Vec::new() };
-            let segs = segs_of(p);
-            let last = segs.last().map(String::as_str).unwrap_or("");
-            // `HttpServer::new(|| App::new()…)`, `tokio::spawn(async move { … })`: apps
-            // built in closure or async-block arguments.
-            let mut out = Vec::new();
-            for a in &c.args {
-                out.extend(nested(a, locals, d));
-            }
-            if calls_ok && !BUILDERS.contains(&last) && !METHODS.contains(&last) {
-                out.push(RouterItem::Call { target: segs, prefix: String::new() });
-            }
-            out
+        // Routers bound to a variable and then handed to something else (`axum::serve(l, app)`).
+        let mut rest: Vec<_> = std::mem::replace(&mut self.locals, saved).into_iter().collect();
+        rest.sort_by(|a, b| a.0.cmp(&b.0));
+        for (_, items) in rest {
+            out.extend(items);
         }
-        Expr::Path(p) => match p.path.get_ident() {
-            Some(id) => locals.remove(&id.to_string()).unwrap_or_default(),
-            None => Vec::new(),
-        },
-        Expr::Macro(m) => routes_macro(&m.mac, String::new()),
-        Expr::Closure(_) | Expr::Async(_) => nested(e, locals, d),
-        Expr::Paren(p) => interp(&p.expr, locals, calls_ok, d),
-        Expr::Reference(r) => interp(&r.expr, locals, calls_ok, d),
-        Expr::Try(t) => interp(&t.expr, locals, calls_ok, d),
-        Expr::Await(a) => interp(&a.base, locals, calls_ok, d),
-        Expr::Block(b) => match b.block.stmts.last() {
-            Some(syn::Stmt::Expr(e, None)) => interp(e, locals, calls_ok, d),
+        out
+    }
+
+    fn expr(&mut self, e: &Expr, calls_ok: bool, depth: usize) -> Vec<RouterItem> {
+        if depth > MAX_DEPTH {
+            return Vec::new();
+        }
+        let d = depth + 1;
+        match e {
+            Expr::MethodCall(_) => {
+                // A builder chain `Router::new().route(..).route(..)…` can be hundreds of
+                // calls long: walk it as a list, root first, not by recursion.
+                let mut chain = Vec::new();
+                let mut cur = e;
+                while let Expr::MethodCall(m) = cur {
+                    chain.push(m);
+                    cur = &m.receiver;
+                }
+                let mut out = self.expr(cur, false, d);
+                for m in chain.into_iter().rev() {
+                    self.method(m, &mut out, d);
+                }
+                out
+            }
+            Expr::Call(c) => {
+                let Some(p) = path_of(&c.func) else { return Vec::new() };
+                let segs = segs_of(p);
+                let last = segs.last().map(String::as_str).unwrap_or("");
+                // `HttpServer::new(|| App::new()…)`, `tokio::spawn(async move { … })`: apps
+                // built in closure or async-block arguments.
+                let mut out = Vec::new();
+                for a in &c.args {
+                    out.extend(self.nested(a, d));
+                }
+                if calls_ok && !BUILDERS.contains(&last) && !METHODS.contains(&last) {
+                    out.push(RouterItem::Call { target: segs, prefix: String::new() });
+                }
+                out
+            }
+            Expr::Path(p) => match p.path.get_ident() {
+                Some(id) => self.locals.remove(&id.to_string()).unwrap_or_default(),
+                None => Vec::new(),
+            },
+            Expr::Macro(m) => routes_macro(&m.mac, String::new()),
+            Expr::Closure(_) | Expr::Async(_) => self.nested(e, d),
+            Expr::Paren(p) => self.expr(&p.expr, calls_ok, d),
+            Expr::Reference(r) => self.expr(&r.expr, calls_ok, d),
+            Expr::Try(t) => self.expr(&t.expr, calls_ok, d),
+            Expr::Await(a) => self.expr(&a.base, calls_ok, d),
+            Expr::Block(b) => match b.block.stmts.last() {
+                Some(syn::Stmt::Expr(e, None)) => self.expr(e, calls_ok, d),
+                _ => Vec::new(),
+            },
             _ => Vec::new(),
-        },
-        _ => Vec::new(),
+        }
     }
-}
 
-/// Routers built inside a closure or an async block: a block body is read statement by
-/// statement, like a function body.
-fn nested(e: &Expr, locals: &mut HashMap<String, Vec<RouterItem>>, d: usize) -> Vec<RouterItem> {
-    if d > 64 {
-        return Vec::new();
-    }
-    match e {
-        Expr::Closure(cl) => match &*cl.body {
-            Expr::Block(b) => router_items(&b.block),
-            Expr::Async(a) => router_items(&a.block),
-            body => interp(body, locals, true, d + 1),
-        },
-        Expr::Async(a) => router_items(&a.block),
-        _ => Vec::new(),
-    }
-}
-
-/// What `.service(x)` / `.mount(p, x)` registers: a handler by name (its attribute holds
-/// the path), a scope or resource chain, a `routes![…]` list, or a function returning one.
-fn service_arg(e: &Expr, locals: &mut HashMap<String, Vec<RouterItem>>, line: usize, d: usize) -> Vec<RouterItem> {
-    match e {
-        Expr::Path(p) => {
-            if let Some(id) = p.path.get_ident()
-                && let Some(items) = locals.remove(&id.to_string())
-            {
-                return items;
+    /// One call of a builder chain, applied to what the chain registered so far.
+    fn method(&mut self, m: &syn::ExprMethodCall, out: &mut Vec<RouterItem>, d: usize) {
+        let name = m.method.to_string();
+        let line = line_of(m.method.span());
+        let scope = root_call_path(&m.receiver, &["scope"]).unwrap_or_default();
+        let args: Vec<&Expr> = m.args.iter().collect();
+        match (name.as_str(), args.as_slice()) {
+            // axum `route`, aide `api_route` / `api_route_with(path, methods, tag)`, poem `at`.
+            ("route" | "api_route" | "at", [p, mr]) | ("api_route_with", [p, mr, _]) => {
+                let Some(lit) = path_lit(p) else {
+                    self.unread.push((
+                        line,
+                        format!(
+                            "`.{name}(..)` with a path that is not a literal or a const; its routes are not counted"
+                        ),
+                    ));
+                    return;
+                };
+                let path = join(&scope, &lit);
+                let methods = methods_of(mr, d);
+                if methods.is_empty() && !matches!(mr, Expr::Path(_) | Expr::Call(_)) {
+                    self.unread.push((line, format!("`.{name}({lit:?}, ..)`: the method router could not be read")));
+                }
+                for (method, handler) in methods {
+                    out.push(RouterItem::Route { method, path: path.clone(), handler, line });
+                }
             }
-            vec![RouterItem::Attributed { handler: segs_of(&p.path), prefix: String::new(), line }]
+            ("route", [mr]) => {
+                if let Some(res) = root_call_path(&m.receiver, &["resource"]) {
+                    for (method, handler) in methods_of(mr, d) {
+                        out.push(RouterItem::Route { method, path: res.clone(), handler, line });
+                    }
+                }
+            }
+            ("to", [h]) => {
+                if let Some(res) = root_call_path(&m.receiver, &["resource"]) {
+                    let handler = path_of(h).map(segs_of);
+                    out.push(RouterItem::Route { method: "ANY".into(), path: res, handler, line });
+                }
+            }
+            ("nest" | "nest_service" | "nest_api_service", [p, inner]) => {
+                let Some(prefix) = path_lit(p) else {
+                    self.unread.push((line, format!("`.{name}(..)` with a prefix that is not a literal or a const; its routes are counted without it")));
+                    out.extend(self.expr(inner, true, d));
+                    return;
+                };
+                out.extend(self.expr(inner, true, d).into_iter().map(|i| i.prefixed(&prefix)));
+            }
+            ("mount", [p, inner]) if path_lit(p).is_some() => {
+                let prefix = path_lit(p).unwrap_or_default();
+                out.extend(self.service_arg(inner, line, d).into_iter().map(|i| i.prefixed(&prefix)));
+            }
+            ("merge", [inner]) => out.extend(self.expr(inner, true, d)),
+            ("service", [inner]) => {
+                out.extend(self.service_arg(inner, line, d).into_iter().map(|i| i.prefixed(&scope)));
+            }
+            // utoipa-axum: `OpenApiRouter::new().routes(routes!(a, b))`, the paths are in
+            // the handlers' `#[utoipa::path]`, which here is what is served.
+            ("routes", [inner]) => {
+                let items = match inner {
+                    Expr::Macro(mac) => routes_macro(&mac.mac, String::new()),
+                    other => self.expr(other, true, d),
+                };
+                out.extend(items.into_iter().map(RouterItem::served_by_docs));
+            }
+            ("configure", [f]) => {
+                if let Some(p) = path_of(f) {
+                    out.push(RouterItem::Call { target: segs_of(p), prefix: scope.clone() });
+                } else if let Expr::Closure(cl) = f {
+                    out.extend(self.expr(&cl.body, true, d).into_iter().map(|i| i.prefixed(&scope)));
+                }
+            }
+            ("route_service", [p, svc]) if path_lit(p).is_some() => {
+                let handler = match svc {
+                    Expr::Call(c) => path_of(&c.func).map(segs_of),
+                    other => path_of(other).map(segs_of),
+                };
+                out.push(RouterItem::Route {
+                    method: "ANY".into(),
+                    path: path_lit(p).unwrap_or_default(),
+                    handler,
+                    line,
+                });
+            }
+            _ => {}
         }
-        Expr::Macro(m) => routes_macro(&m.mac, String::new()),
-        Expr::Call(_) if root_call_path(e, &["resource"]).is_some() || root_call_path(e, &["scope"]).is_some() => {
-            Vec::new()
+    }
+
+    /// Routers built inside a closure or an async block: a block body is read statement by
+    /// statement, like a function body.
+    fn nested(&mut self, e: &Expr, d: usize) -> Vec<RouterItem> {
+        if d > MAX_DEPTH {
+            return Vec::new();
         }
-        Expr::MethodCall(_) => interp(e, locals, true, d),
-        Expr::Array(a) => a.elems.iter().flat_map(|x| service_arg(x, locals, line, d)).collect(),
-        Expr::Tuple(a) => a.elems.iter().flat_map(|x| service_arg(x, locals, line, d)).collect(),
-        _ => interp(e, locals, true, d),
+        match e {
+            Expr::Closure(cl) => match &*cl.body {
+                Expr::Block(b) => self.block(&b.block),
+                Expr::Async(a) => self.block(&a.block),
+                body => self.expr(body, true, d + 1),
+            },
+            Expr::Async(a) => self.block(&a.block),
+            _ => Vec::new(),
+        }
+    }
+
+    /// What `.service(x)` / `.mount(p, x)` registers: a handler by name (its attribute holds
+    /// the path), a scope or resource chain, a `routes![…]` list, or a function returning one.
+    fn service_arg(&mut self, e: &Expr, line: usize, d: usize) -> Vec<RouterItem> {
+        match e {
+            Expr::Path(p) => {
+                if let Some(id) = p.path.get_ident()
+                    && let Some(items) = self.locals.remove(&id.to_string())
+                {
+                    return items;
+                }
+                vec![RouterItem::Attributed { handler: segs_of(&p.path), prefix: String::new(), line, docs: false }]
+            }
+            Expr::Macro(m) => routes_macro(&m.mac, String::new()),
+            Expr::Call(_) if root_call_path(e, &["resource"]).is_some() || root_call_path(e, &["scope"]).is_some() => {
+                Vec::new()
+            }
+            Expr::MethodCall(_) => self.expr(e, true, d),
+            Expr::Array(a) => a.elems.iter().flat_map(|x| self.service_arg(x, line, d)).collect(),
+            Expr::Tuple(a) => a.elems.iter().flat_map(|x| self.service_arg(x, line, d)).collect(),
+            _ => self.expr(e, true, d),
+        }
     }
 }
 
@@ -566,27 +563,33 @@ fn routes_macro(mac: &syn::Macro, prefix: String) -> Vec<RouterItem> {
     }
     let line = path_line(&mac.path);
     match mac.parse_body_with(Punctuated::<syn::Path, Token![,]>::parse_terminated) {
-        Ok(paths) => {
-            paths.iter().map(|p| RouterItem::Attributed { handler: segs_of(p), prefix: prefix.clone(), line }).collect()
-        }
+        Ok(paths) => paths
+            .iter()
+            .map(|p| RouterItem::Attributed { handler: segs_of(p), prefix: prefix.clone(), line, docs: false })
+            .collect(),
         Err(_) => Vec::new(),
     }
 }
 
 /// The (method, handler) pairs of a method router: axum `get(h).post(h2)`,
-/// `on(MethodFilter::GET, h)`, `any(h)`, `get_service(s)`; actix `web::get().to(h)`,
-/// `web::route().guard(guard::Post()).to(h)`, `web::method(Method::PUT).to(h)`.
+/// `on(MethodFilter::GET, h)`, `any(h)`, `get_service(s)`; aide `post_with(h, op)
+/// .get_with(h2, op2)`; actix `web::get().to(h)`, `web::route().guard(guard::Post()).to(h)`,
+/// `web::method(Method::PUT).to(h)`.
 fn methods_of(e: &Expr, d: usize) -> Vec<(String, Option<Vec<String>>)> {
-    if d > 64 {
+    if d > MAX_DEPTH {
         return Vec::new();
     }
     let handler = |x: Option<&Expr>| x.and_then(path_of).map(segs_of);
+    let method_word = |name: &str| -> Option<String> {
+        let base = name.trim_end_matches("_service").trim_end_matches("_with");
+        (METHODS.contains(&base) || base == "any").then(|| base.to_uppercase())
+    };
     match e {
         Expr::MethodCall(m) => {
             let name = m.method.to_string();
-            if METHODS.contains(&name.as_str()) || name == "any" {
+            if let Some(method) = method_word(&name) {
                 let mut out = methods_of(&m.receiver, d + 1);
-                out.push((name.to_uppercase(), handler(m.args.first())));
+                out.push((method, handler(m.args.first())));
                 return out;
             }
             if name == "to" {
@@ -604,9 +607,8 @@ fn methods_of(e: &Expr, d: usize) -> Vec<(String, Option<Vec<String>>)> {
         Expr::Call(c) => {
             let Some(p) = path_of(&c.func) else { return Vec::new() };
             let name = last_seg(p);
-            let base = name.trim_end_matches("_service");
-            if METHODS.contains(&base) || base == "any" {
-                return vec![(base.to_uppercase(), handler(c.args.first()))];
+            if let Some(method) = method_word(&name) {
+                return vec![(method, handler(c.args.first()))];
             }
             if name == "on" && c.args.len() == 2 {
                 let method = c.args.first().and_then(path_of).map(last_seg).unwrap_or_else(|| "ANY".into());

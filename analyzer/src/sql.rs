@@ -8,6 +8,7 @@
 use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 
+use proc_macro2::{TokenStream, TokenTree};
 use sqlparser::ast::{ObjectName, Query, Statement, TableFactor, TableObject, Visit, Visitor};
 use sqlparser::dialect::{Dialect, GenericDialect, MySqlDialect, PostgreSqlDialect, SQLiteDialect};
 use sqlparser::parser::Parser;
@@ -194,6 +195,57 @@ fn of_statements(stmts: &[Statement]) -> SqlTables {
     }
     for cte in &c.ctes {
         out.writes.remove(cte);
+    }
+    out
+}
+
+/// The tables in a diesel `table! { name (id) { … } … }` body: (name in Rust, name in SQL).
+pub(crate) fn diesel_table_names(tokens: TokenStream) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let toks: Vec<TokenTree> = tokens.into_iter().collect();
+    let mut sql_name: Option<String> = None;
+    let mut i = 0;
+    while i < toks.len() {
+        match &toks[i] {
+            TokenTree::Punct(p) if p.as_char() == '#' => {
+                // `#[sql_name = "real_name"]` renames the next table.
+                if let Some(TokenTree::Group(g)) = toks.get(i + 1) {
+                    let mut lits = Vec::new();
+                    crate::syntax::string_literals(g.stream(), &mut lits);
+                    if g.stream().to_string().contains("sql_name") {
+                        sql_name = lits.into_iter().next().map(|(s, _)| s);
+                    }
+                }
+                i += 2;
+                continue;
+            }
+            TokenTree::Ident(id) => {
+                // `schema.table (pk) { … }` or `table (pk) { … }` or `table { … }`.
+                let mut j = i + 1;
+                let mut name = id.to_string();
+                if let (Some(TokenTree::Punct(p)), Some(TokenTree::Ident(t))) = (toks.get(j), toks.get(j + 1))
+                    && p.as_char() == '.'
+                {
+                    name = t.to_string();
+                    j += 2;
+                }
+                if let Some(TokenTree::Group(g)) = toks.get(j)
+                    && g.delimiter() == proc_macro2::Delimiter::Parenthesis
+                {
+                    j += 1;
+                }
+                if let Some(TokenTree::Group(g)) = toks.get(j)
+                    && g.delimiter() == proc_macro2::Delimiter::Brace
+                {
+                    let rust = name.trim_start_matches("r#").to_string();
+                    out.push((rust.clone(), sql_name.take().unwrap_or(rust)));
+                    i = j + 1;
+                    continue;
+                }
+                i += 1;
+            }
+            _ => i += 1,
+        }
     }
     out
 }
