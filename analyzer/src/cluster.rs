@@ -221,3 +221,27 @@ pub fn partition(g: &Graph, gamma: f64, target: Option<usize>) -> Vec<usize> {
     }
     p
 }
+
+/// The adjusted Rand index of two partitions of the same items (Hubert & Arabie 1985):
+/// 1 when they agree, about 0 when they agree no more than chance.
+pub fn adjusted_rand(a: &[usize], b: &[usize]) -> f64 {
+    let n = a.len().min(b.len());
+    if n < 2 {
+        return 1.0;
+    }
+    let c2 = |x: f64| x * (x - 1.0) / 2.0;
+    let mut joint: std::collections::BTreeMap<(usize, usize), f64> = Default::default();
+    let (mut ra, mut rb): (std::collections::BTreeMap<usize, f64>, std::collections::BTreeMap<usize, f64>) =
+        Default::default();
+    for i in 0..n {
+        *joint.entry((a[i], b[i])).or_default() += 1.0;
+        *ra.entry(a[i]).or_default() += 1.0;
+        *rb.entry(b[i]).or_default() += 1.0;
+    }
+    let index: f64 = joint.values().map(|&x| c2(x)).sum();
+    let sa: f64 = ra.values().map(|&x| c2(x)).sum();
+    let sb: f64 = rb.values().map(|&x| c2(x)).sum();
+    let expected = sa * sb / c2(n as f64);
+    let max = (sa + sb) / 2.0;
+    if (max - expected).abs() < f64::EPSILON { 1.0 } else { (index - expected) / (max - expected) }
+}

@@ -4,13 +4,15 @@
 //! purely syntactic and runs on one file at a time, so files are read in parallel;
 //! resolving names across files is `index`'s job.
 
+use std::collections::HashMap;
+
 use proc_macro2::Span;
 use syn::punctuated::Punctuated;
 use syn::visit::{self, Visit};
 use syn::{Attribute, Expr, Token};
 
 use crate::routes::{self, RouteAttr, RouterItem};
-use crate::syntax::{line_of, path_line, segs_of, string_literals};
+use crate::syntax::{last_seg, line_of, path_line, segs_of, string_literals};
 
 /// What one file says, split into its module scopes (the file itself and each inline `mod`).
 #[derive(Debug, Default)]
@@ -44,8 +46,14 @@ pub(crate) struct ScopeFacts {
     pub items: Vec<ItemDecl>,
     /// Paths this scope refers to.
     pub refs: Vec<PathRef>,
+    /// Method calls `x.name(..)`, with what the receiver's type is known to be.
+    pub method_calls: Vec<MethodCall>,
+    /// Struct fields whose type names a type: (struct, field, type).
+    pub fields: Vec<(String, String, String)>,
     /// String literals that may hold SQL.
     pub sql: Vec<SqlLit>,
+    /// The table of a sea-orm entity module (`#[sea_orm(table_name = "x")]`).
+    pub orm_table: Option<String>,
     /// Tables declared with diesel's `table!`.
     pub diesel_tables: Vec<(String, String)>,
     /// Paths passed to diesel's `insert_into` / `update` / `delete`.
@@ -112,6 +120,33 @@ pub(crate) struct PathRef {
     pub kind: RefKind,
     /// Where.
     pub line: usize,
+    /// The function it is in (an index into the scope's `items`).
+    pub owner: Option<usize>,
+}
+
+/// What the receiver of a method call is, as far as syntax tells.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Recv {
+    /// A value of this type (its last path segment): `self`, a typed parameter or `let`,
+    /// a `Type::new(..)` constructor, an extractor `State(s): State<AppState>`.
+    Ty(String),
+    /// A field of a receiver: `self.db`, `state.repo`.
+    Field(Box<Recv>, String),
+    /// Not known.
+    Unknown,
+}
+
+/// A method call `receiver.method(..)`.
+#[derive(Debug)]
+pub(crate) struct MethodCall {
+    /// What the receiver is.
+    pub recv: Recv,
+    /// The method's name.
+    pub method: String,
+    /// Where.
+    pub line: usize,
+    /// The function it is in (an index into the scope's `items`).
+    pub owner: Option<usize>,
 }
 
 /// A string literal that may be SQL.
@@ -123,6 +158,8 @@ pub(crate) struct SqlLit {
     pub line: usize,
     /// Passed to a sqlx `query*` function or macro.
     pub sqlx: bool,
+    /// The function it is in (an index into the scope's `items`).
+    pub owner: Option<usize>,
 }
 
 /// A function whose body builds a router (or configures one).
@@ -141,7 +178,7 @@ pub(crate) fn extract(source: &str) -> FileFacts {
     let mut facts = FileFacts { lines, ..FileFacts::default() };
     match syn::parse_file(source) {
         Ok(file) => {
-            let mut v = Extractor { facts: &mut facts, scope: 0, self_ty: None };
+            let mut v = Extractor { facts: &mut facts, scope: 0, self_ty: None, owner: None, env: HashMap::new() };
             v.facts.scopes.push(ScopeFacts { lines, ..ScopeFacts::default() });
             for item in &file.items {
                 v.visit_item(item);
@@ -213,10 +250,101 @@ const SQLX_FNS: &[&str] = &[
     "query_scalar_unchecked",
 ];
 
+/// Methods that hand back (a view of) their receiver: `state.db.clone().find()` is a
+/// call on `state.db`.
+const PASS_THROUGH: &[&str] = &[
+    "clone",
+    "as_ref",
+    "as_mut",
+    "borrow",
+    "borrow_mut",
+    "lock",
+    "read",
+    "write",
+    "unwrap",
+    "expect",
+    "deref",
+    "get_ref",
+];
+
+/// Wrappers whose first type argument is what a value really is (`State<Arc<AppState>>`).
+const WRAPPERS: &[&str] = &[
+    "Arc",
+    "Rc",
+    "Box",
+    "State",
+    "Data",
+    "Extension",
+    "Option",
+    "Mutex",
+    "RwLock",
+    "Cow",
+    "Ref",
+    "RefMut",
+    "Inject",
+    "Extract",
+    "ReqData",
+];
+
+/// The name of the type a value of type `ty` really is: `&State<Arc<AppState>>` → `AppState`.
+pub(crate) fn type_name(ty: &syn::Type) -> Option<String> {
+    match ty {
+        syn::Type::Reference(r) => type_name(&r.elem),
+        syn::Type::Paren(p) => type_name(&p.elem),
+        syn::Type::Group(g) => type_name(&g.elem),
+        syn::Type::Path(tp) if tp.qself.is_none() => {
+            let seg = tp.path.segments.last()?;
+            let id = seg.ident.to_string();
+            if WRAPPERS.contains(&id.as_str())
+                && let syn::PathArguments::AngleBracketed(a) = &seg.arguments
+            {
+                return a.args.iter().find_map(|g| match g {
+                    syn::GenericArgument::Type(t) => type_name(t),
+                    _ => None,
+                });
+            }
+            id.starts_with(|c: char| c.is_ascii_uppercase()).then_some(id)
+        }
+        _ => None,
+    }
+}
+
+/// The table of a sea-orm entity: `#[sea_orm(table_name = "users")]`.
+fn orm_table(attrs: &[Attribute]) -> Option<String> {
+    attrs.iter().filter(|a| a.path().is_ident("sea_orm")).find_map(|a| match &a.meta {
+        syn::Meta::List(l) => crate::syntax::attr_args(l.tokens.clone()).into_iter().find_map(|arg| match arg {
+            crate::syntax::AttrArg::Key(k, v) if k == "table_name" => Some(v),
+            _ => None,
+        }),
+        _ => None,
+    })
+}
+
+/// Binds the names a typed pattern introduces: `db: &Db`, `State(state): State<AppState>`,
+/// `Extension(repo): Extension<Arc<Repo>>`.
+fn bind_pat(pat: &syn::Pat, ty: &syn::Type, env: &mut HashMap<String, Recv>) {
+    let Some(t) = type_name(ty) else { return };
+    match pat {
+        syn::Pat::Ident(id) => {
+            env.insert(id.ident.to_string(), Recv::Ty(t));
+        }
+        syn::Pat::TupleStruct(ts) if ts.elems.len() == 1 => {
+            if let Some(syn::Pat::Ident(id)) = ts.elems.first() {
+                env.insert(id.ident.to_string(), Recv::Ty(t));
+            }
+        }
+        _ => {}
+    }
+}
+
 struct Extractor<'f> {
     facts: &'f mut FileFacts,
     scope: usize,
     self_ty: Option<String>,
+    /// The function being read (an index into the current scope's `items`).
+    owner: Option<usize>,
+    /// Local names whose type is known in the function being read.
+    env: HashMap<String, Recv>,
 }
 
 impl Extractor<'_> {
@@ -232,21 +360,83 @@ impl Extractor<'_> {
                 None => return,
             }
         }
-        self.cur().refs.push(PathRef { segs, kind, line });
+        let owner = self.owner;
+        self.cur().refs.push(PathRef { segs, kind, line, owner });
     }
 
-    fn push_item(&mut self, name: String, kind: ItemKind, span: Span) {
+    fn push_item(&mut self, name: String, kind: ItemKind, span: Span) -> usize {
         let line = line_of(span);
         self.cur().items.push(ItemDecl { name, kind, line });
+        self.cur().items.len() - 1
+    }
+
+    /// Reads a function: its facts are owned by it, its typed parameters are known.
+    fn in_fn(&mut self, item: usize, sig: &syn::Signature, body: impl FnOnce(&mut Self)) {
+        let saved_owner = self.owner.replace(item);
+        let saved_env = std::mem::take(&mut self.env);
+        for input in &sig.inputs {
+            match input {
+                syn::FnArg::Receiver(_) => {
+                    if let Some(t) = &self.self_ty {
+                        self.env.insert("self".into(), Recv::Ty(t.clone()));
+                    }
+                }
+                syn::FnArg::Typed(pt) => bind_pat(&pt.pat, &pt.ty, &mut self.env),
+            }
+        }
+        body(self);
+        self.owner = saved_owner;
+        self.env = saved_env;
+    }
+
+    /// What an expression's type is, as far as syntax tells.
+    fn recv_of(&self, e: &Expr) -> Recv {
+        match e {
+            Expr::Path(p) if p.qself.is_none() => match p.path.get_ident() {
+                Some(id) => self.env.get(&id.to_string()).cloned().unwrap_or(Recv::Unknown),
+                None => Recv::Unknown,
+            },
+            Expr::Field(f) => match (&f.member, self.recv_of(&f.base)) {
+                (_, Recv::Unknown) => Recv::Unknown,
+                (syn::Member::Named(n), base) => Recv::Field(Box::new(base), n.to_string()),
+                _ => Recv::Unknown,
+            },
+            Expr::MethodCall(m) if PASS_THROUGH.contains(&m.method.to_string().as_str()) => self.recv_of(&m.receiver),
+            Expr::Call(c) => match &*c.func {
+                // `Type::new(..)`, `Type::connect(..)`: constructors most often return `Self`.
+                Expr::Path(p) if p.path.segments.len() >= 2 => {
+                    let ty = p.path.segments[p.path.segments.len() - 2].ident.to_string();
+                    if ty.starts_with(|c: char| c.is_ascii_uppercase()) && ty != "Self" {
+                        Recv::Ty(ty)
+                    } else if ty == "Self" {
+                        self.self_ty.clone().map_or(Recv::Unknown, Recv::Ty)
+                    } else {
+                        Recv::Unknown
+                    }
+                }
+                _ => Recv::Unknown,
+            },
+            Expr::Struct(s) => {
+                let ty = last_seg(&s.path);
+                if ty == "Self" { self.self_ty.clone().map_or(Recv::Unknown, Recv::Ty) } else { Recv::Ty(ty) }
+            }
+            Expr::Paren(p) => self.recv_of(&p.expr),
+            Expr::Reference(r) => self.recv_of(&r.expr),
+            Expr::Unary(u) => self.recv_of(&u.expr),
+            Expr::Try(t) => self.recv_of(&t.expr),
+            Expr::Await(a) => self.recv_of(&a.base),
+            _ => Recv::Unknown,
+        }
     }
 
     fn push_sql(&mut self, text: String, line: usize, sqlx: bool) {
         if sqlx || sql_keyword(&text).is_some() {
+            let owner = self.owner;
             let cur = self.cur();
             if let Some(prev) = cur.sql.iter_mut().find(|s| s.line == line && s.text == text) {
                 prev.sqlx |= sqlx;
             } else {
-                cur.sql.push(SqlLit { text, line, sqlx });
+                cur.sql.push(SqlLit { text, line, sqlx, owner });
             }
         }
     }
@@ -417,9 +607,30 @@ impl<'ast> Visit<'ast> for Extractor<'_> {
 
     fn visit_item_fn(&mut self, f: &'ast syn::ItemFn) {
         let name = f.sig.ident.to_string();
-        self.push_item(name.clone(), ItemKind::Fn, f.sig.ident.span());
+        let item = self.push_item(name.clone(), ItemKind::Fn, f.sig.ident.span());
         self.fn_body(name, &f.attrs, &f.block, f.sig.ident.span());
-        visit::visit_item_fn(self, f);
+        self.in_fn(item, &f.sig, |v| visit::visit_item_fn(v, f));
+    }
+
+    fn visit_local(&mut self, l: &'ast syn::Local) {
+        visit::visit_local(self, l);
+        match (&l.pat, &l.init) {
+            (syn::Pat::Type(pt), _) => bind_pat(&pt.pat, &pt.ty, &mut self.env),
+            (syn::Pat::Ident(id), Some(init)) => {
+                let r = self.recv_of(&init.expr);
+                if r != Recv::Unknown {
+                    self.env.insert(id.ident.to_string(), r);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn visit_expr_method_call(&mut self, m: &'ast syn::ExprMethodCall) {
+        let recv = self.recv_of(&m.receiver);
+        let (method, line, owner) = (m.method.to_string(), line_of(m.method.span()), self.owner);
+        self.cur().method_calls.push(MethodCall { recv, method, line, owner });
+        visit::visit_expr_method_call(self, m);
     }
 
     fn visit_item_impl(&mut self, i: &'ast syn::ItemImpl) {
@@ -446,13 +657,22 @@ impl<'ast> Visit<'ast> for Extractor<'_> {
             Some(t) => format!("{t}::{}", f.sig.ident),
             None => f.sig.ident.to_string(),
         };
-        self.push_item(name.clone(), ItemKind::Fn, f.sig.ident.span());
+        let item = self.push_item(name.clone(), ItemKind::Fn, f.sig.ident.span());
         self.fn_body(name, &f.attrs, &f.block, f.sig.ident.span());
-        visit::visit_impl_item_fn(self, f);
+        self.in_fn(item, &f.sig, |v| visit::visit_impl_item_fn(v, f));
     }
 
     fn visit_item_struct(&mut self, s: &'ast syn::ItemStruct) {
         self.push_item(s.ident.to_string(), ItemKind::Type, s.ident.span());
+        if let Some(t) = orm_table(&s.attrs) {
+            self.cur().orm_table = Some(t);
+        }
+        for f in &s.fields {
+            if let (Some(name), Some(ty)) = (&f.ident, type_name(&f.ty)) {
+                let entry = (s.ident.to_string(), name.to_string(), ty);
+                self.cur().fields.push(entry);
+            }
+        }
         visit::visit_item_struct(self, s);
     }
 

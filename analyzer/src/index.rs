@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use crate::discover::{Project, rel};
-use crate::facts::{FileFacts, ItemKind, RefKind};
+use crate::facts::{FileFacts, ItemKind, Recv, RefKind};
 use crate::routes::{RouterItem, join, normalise_path};
 use crate::sql::{self, SqlTables};
 use crate::{Diagnostic, Evidence};
@@ -96,6 +96,8 @@ pub(crate) struct FoundEndpoint {
     pub line: usize,
     /// Module index of the unit holding it.
     pub module: usize,
+    /// The router-building function that registered it, when one did.
+    pub router: Option<(usize, String)>,
 }
 
 /// One read or write of a table by a unit.
@@ -110,6 +112,19 @@ pub(crate) struct Access {
     /// Where.
     pub file: String,
     /// Line.
+    pub line: usize,
+    /// The function it is in (an index into `Index::fns`).
+    pub owner: Option<usize>,
+}
+
+/// A function or method of a unit: a node of the function-level graph.
+#[derive(Debug, Clone)]
+pub(crate) struct FnNode {
+    /// The module declaring it.
+    pub module: usize,
+    /// Its name (`Type::name` for methods).
+    pub name: String,
+    /// Where it starts.
     pub line: usize,
 }
 
@@ -131,6 +146,17 @@ pub(crate) struct Index {
     pub known_tables: BTreeSet<String>,
     /// Endpoints.
     pub endpoints: Vec<FoundEndpoint>,
+    /// Functions and methods of the units, in (module, declaration) order.
+    pub fns: Vec<FnNode>,
+    /// Function index by (module, name).
+    pub fn_of: HashMap<(usize, String), usize>,
+    /// Calls between functions: (caller, callee) → weight (a call that may go to n
+    /// implementations counts 1/n for each).
+    pub fn_calls: BTreeMap<(usize, usize), f64>,
+    /// Types (by defining module and name) each function refers to.
+    pub fn_types: BTreeMap<usize, BTreeSet<(usize, String)>>,
+    /// Table accesses through sea-orm entities, found while resolving paths.
+    orm_accesses: Vec<Access>,
     /// Memo of `lookup`.
     lookups: RefCell<HashMap<(usize, String), Option<Target>>>,
     /// Memo of `glob_targets`.
@@ -138,6 +164,123 @@ pub(crate) struct Index {
     /// Memo of `glob_index`.
     glob_index_memo: RefCell<HashMap<usize, Rc<HashMap<String, usize>>>>,
 }
+
+/// Methods by name: (the implementing type, the function).
+type Methods = HashMap<String, Vec<(String, usize)>>;
+
+/// A method call whose receiver's type is unknown is resolved by name only when at most
+/// this many types have a method of that name.
+const MAX_GUESSES: usize = 4;
+
+/// Method names std and the common crates use everywhere: a call of one of these on a
+/// receiver of unknown type is far more likely theirs than ours.
+const EVERYDAY_METHODS: &[&str] = &[
+    "new",
+    "default",
+    "from",
+    "into",
+    "try_from",
+    "try_into",
+    "clone",
+    "to_owned",
+    "to_string",
+    "as_str",
+    "as_ref",
+    "get",
+    "get_mut",
+    "set",
+    "insert",
+    "remove",
+    "push",
+    "pop",
+    "len",
+    "is_empty",
+    "iter",
+    "iter_mut",
+    "into_iter",
+    "map",
+    "and_then",
+    "ok_or",
+    "unwrap",
+    "expect",
+    "contains",
+    "contains_key",
+    "extend",
+    "send",
+    "recv",
+    "build",
+    "run",
+    "call",
+    "fmt",
+    "eq",
+    "cmp",
+    "partial_cmp",
+    "hash",
+    "next",
+    "parse",
+    "execute",
+    "fetch",
+    "fetch_one",
+    "fetch_all",
+    "fetch_optional",
+    "bind",
+    "query",
+    "lock",
+    "read",
+    "write",
+    "clear",
+    "join",
+    "split",
+    "filter",
+    "collect",
+    "find",
+    "first",
+    "last",
+    "keys",
+    "values",
+    "entry",
+    "update",
+    "delete",
+    "create",
+    "list",
+    "start",
+    "stop",
+    "close",
+    "open",
+    "init",
+    "handle",
+    "validate",
+    "serialize",
+    "deserialize",
+    "encode",
+    "decode",
+    "drop",
+    "deref",
+    "borrow",
+    "with",
+    "and",
+    "or",
+    "is_some",
+    "is_none",
+    "is_ok",
+    "is_err",
+    "sort",
+    "reverse",
+    "trim",
+    "to_vec",
+    "as_bytes",
+    "format",
+    "flush",
+    "spawn",
+    "wait",
+    "poll",
+    "apply",
+    "load",
+    "save",
+    "exists",
+    "id",
+    "name",
+];
 
 /// Above this many glob imports a module gets a name index.
 const MANY_GLOBS: usize = 8;
@@ -159,6 +302,11 @@ impl Index {
             accesses: Vec::new(),
             known_tables: BTreeSet::new(),
             endpoints: Vec::new(),
+            fns: Vec::new(),
+            fn_of: HashMap::new(),
+            fn_calls: BTreeMap::new(),
+            fn_types: BTreeMap::new(),
+            orm_accesses: Vec::new(),
             lookups: RefCell::new(HashMap::new()),
             glob_memo: RefCell::new(HashMap::new()),
             glob_index_memo: RefCell::new(HashMap::new()),
@@ -505,39 +653,173 @@ impl Index {
         }
     }
 
+    /// The function nodes of every unit.
+    fn collect_fns(&mut self) {
+        for (m, module) in self.modules.iter().enumerate() {
+            if !module.is_unit {
+                continue;
+            }
+            let sc = &self.files[module.file].facts.scopes[module.scope];
+            for it in sc.items.iter().filter(|it| it.kind == ItemKind::Fn) {
+                let key = (m, it.name.clone());
+                if !self.fn_of.contains_key(&key) {
+                    self.fn_of.insert(key, self.fns.len());
+                    self.fns.push(FnNode { module: m, name: it.name.clone(), line: it.line });
+                }
+            }
+        }
+    }
+
+    /// The function a fact of module `m` is in, from its owner (an index into the
+    /// scope's items).
+    fn owner_fn(&self, m: usize, owner: Option<usize>) -> Option<usize> {
+        let sc = &self.files[self.modules[m].file].facts.scopes[self.modules[m].scope];
+        let it = sc.items.get(owner?)?;
+        self.fn_of.get(&(m, it.name.clone())).copied()
+    }
+
+    /// Methods by name → (type, function), and struct fields (struct, field) → type.
+    fn method_index(&self) -> (Methods, HashMap<(String, String), String>) {
+        let mut methods: Methods = HashMap::new();
+        for (i, f) in self.fns.iter().enumerate() {
+            if let Some((ty, name)) = f.name.rsplit_once("::") {
+                methods.entry(name.to_string()).or_default().push((ty.to_string(), i));
+            }
+        }
+        let mut fields = HashMap::new();
+        for file in &self.files {
+            for sc in &file.facts.scopes {
+                for (st, field, ty) in &sc.fields {
+                    fields.entry((st.clone(), field.clone())).or_insert_with(|| ty.clone());
+                }
+            }
+        }
+        (methods, fields)
+    }
+
+    /// The functions a method call may run, each with its share: the impls of the
+    /// receiver's type when it is known, else (or when that type has no such method in
+    /// the workspace: a trait method, a `Deref`) every impl of a method of that name,
+    /// when there are at most `MAX_GUESSES` types with one and the name is not one of
+    /// std's everyday methods.
+    fn method_targets(
+        &self,
+        recv: &Recv,
+        method: &str,
+        methods: &Methods,
+        fields: &HashMap<(String, String), String>,
+    ) -> Vec<usize> {
+        fn ty_of(r: &Recv, fields: &HashMap<(String, String), String>) -> Option<String> {
+            match r {
+                Recv::Ty(t) => Some(t.clone()),
+                Recv::Field(base, f) => fields.get(&(ty_of(base, fields)?, f.clone())).cloned(),
+                Recv::Unknown => None,
+            }
+        }
+        let Some(cands) = methods.get(method) else { return Vec::new() };
+        let ty = ty_of(recv, fields);
+        if let Some(t) = &ty {
+            let exact: Vec<usize> = cands.iter().filter(|(ct, _)| ct == t).map(|c| c.1).collect();
+            if !exact.is_empty() {
+                return exact;
+            }
+            // A type from outside the workspace (`PgPool::fetch_all`): nothing of ours runs.
+            if !self.fns.iter().any(|f| f.name.starts_with(t.as_str()) && f.name[t.len()..].starts_with("::"))
+                && !fields.keys().any(|(s, _)| s == t)
+            {
+                return Vec::new();
+            }
+        }
+        if EVERYDAY_METHODS.contains(&method) {
+            return Vec::new();
+        }
+        let types: BTreeSet<&str> = cands.iter().map(|c| c.0.as_str()).collect();
+        if types.len() > MAX_GUESSES { Vec::new() } else { cands.iter().map(|c| c.1).collect() }
+    }
+
     fn resolve_refs(&mut self) {
+        self.collect_fns();
+        let (methods, fields) = self.method_index();
         let mut calls: BTreeMap<(usize, usize), Vec<Evidence>> = BTreeMap::new();
         let mut types: BTreeMap<(usize, usize), BTreeSet<String>> = BTreeMap::new();
+        let mut fn_calls: BTreeMap<(usize, usize), f64> = BTreeMap::new();
+        let mut fn_types: BTreeMap<usize, BTreeSet<(usize, String)>> = BTreeMap::new();
+        let mut orm = Vec::new();
         for m in 0..self.modules.len() {
             if !self.modules[m].is_unit {
                 continue;
             }
             let f = &self.files[self.modules[m].file];
             let sc = &f.facts.scopes[self.modules[m].scope];
+            // A call that may run any of `targets` (each with share 1/n).
+            let mut call = |from: Option<usize>, targets: &[usize], line: usize| {
+                let share = 1.0 / targets.len().max(1) as f64;
+                for &t in targets {
+                    if let Some(from) = from
+                        && from != t
+                    {
+                        *fn_calls.entry((from, t)).or_default() += share;
+                    }
+                    let tm = self.fns[t].module;
+                    // Dependencies are evidence a person checks: only calls known to go there.
+                    if tm != m && targets.len() == 1 {
+                        let what = format!(
+                            "calls {}",
+                            self.describe(&Target::Item(tm, self.fns[t].name.clone(), ItemKind::Fn))
+                        );
+                        calls.entry((m, tm)).or_default().push(Evidence { file: f.rel.clone(), line, what });
+                    }
+                }
+            };
             for r in &sc.refs {
+                if let Some((table, write)) = self.orm_access(m, &r.segs) {
+                    let owner = self.owner_fn(m, r.owner);
+                    orm.push(Access { module: m, table, write, file: f.rel.clone(), line: r.line, owner });
+                    continue;
+                }
                 // Single-segment paths are most often locals, std or prelude names:
                 // resolve them only against this module's own names.
                 let t = if r.kind == RefKind::Type { self.resolve(m, &r.segs) } else { self.resolve_value(m, &r.segs) };
-                let Some(t) = t else { continue };
-                let tm = match &t {
-                    Target::Module(_) => continue,
-                    Target::Item(tm, _, _) => *tm,
-                };
-                if tm == m || !self.modules[tm].is_unit {
+                let Some(Target::Item(tm, name, kind)) = t else { continue };
+                if !self.modules[tm].is_unit {
                     continue;
                 }
-                let (kind, name) = match &t {
-                    Target::Item(_, n, k) => (*k, n.clone()),
-                    Target::Module(_) => continue,
-                };
+                let from = self.owner_fn(m, r.owner);
                 match (r.kind, kind) {
                     (RefKind::Call | RefKind::Value, ItemKind::Fn) => {
-                        let what = format!("calls {}", self.describe(&t));
-                        calls.entry((m, tm)).or_default().push(Evidence { file: f.rel.clone(), line: r.line, what });
+                        if let Some(&callee) = self.fn_of.get(&(tm, name)) {
+                            call(from, &[callee], r.line);
+                        }
+                    }
+                    (RefKind::Call | RefKind::Value, ItemKind::Type) if r.segs.len() >= 2 => {
+                        // `Type::method(..)` with the method in another module's impl block.
+                        let method = r.segs.last().map(String::as_str).unwrap_or("");
+                        let targets: Vec<usize> = methods
+                            .get(method)
+                            .map(|c| c.iter().filter(|(t, _)| *t == name).map(|c| c.1).collect())
+                            .unwrap_or_default();
+                        call(from, &targets, r.line);
+                        if let Some(from) = from {
+                            fn_types.entry(from).or_default().insert((tm, name.clone()));
+                        }
+                        if tm != m {
+                            types.entry((m, tm)).or_default().insert(name);
+                        }
                     }
                     _ => {
-                        types.entry((m, tm)).or_default().insert(name);
+                        if let Some(from) = from {
+                            fn_types.entry(from).or_default().insert((tm, name.clone()));
+                        }
+                        if tm != m {
+                            types.entry((m, tm)).or_default().insert(name);
+                        }
                     }
+                }
+            }
+            for mc in &sc.method_calls {
+                let targets = self.method_targets(&mc.recv, &mc.method, &methods, &fields);
+                if !targets.is_empty() {
+                    call(self.owner_fn(m, mc.owner), &targets, mc.line);
                 }
             }
         }
@@ -546,6 +828,39 @@ impl Index {
         }
         self.calls = calls;
         self.types = types;
+        self.fn_calls = fn_calls;
+        self.fn_types = fn_types;
+        self.orm_accesses = orm;
+    }
+
+    /// A path naming a sea-orm entity's generated types (`Entity`, `ActiveModel`,
+    /// `Column` …, which no item declares: a derive makes them) in a module whose
+    /// `Model` carries `#[sea_orm(table_name = "x")]`: (the table, written). Written when
+    /// an `ActiveModel` is used or `Entity::insert/update/delete…` is called.
+    fn orm_access(&self, m: usize, segs: &[String]) -> Option<(String, bool)> {
+        const GENERATED: &[&str] = &["Entity", "ActiveModel", "Column", "Model", "Relation", "PrimaryKey"];
+        let at = segs.iter().rposition(|s| GENERATED.contains(&s.as_str()))?;
+        let name = segs[at].as_str();
+        let method = segs.get(at + 1).map(String::as_str).unwrap_or("");
+        let write =
+            name == "ActiveModel" || ["insert", "update", "delete", "save"].iter().any(|w| method.starts_with(w));
+        let module = if at == 0 {
+            let path = self.modules[m].uses.get(name)?;
+            match self.resolve(m, &path[..path.len().saturating_sub(1)])? {
+                Target::Module(tm) => tm,
+                _ => return None,
+            }
+        } else {
+            match self.resolve(m, &segs[..at])? {
+                Target::Module(tm) => tm,
+                _ => return None,
+            }
+        };
+        if module == m {
+            return None;
+        }
+        let sc = &self.files[self.modules[module].file].facts.scopes[self.modules[module].scope];
+        Some((sc.orm_table.clone()?, write))
     }
 
     fn collect_known_tables(&mut self, project: &Project, root: &Path, diags: &mut Vec<Diagnostic>) {
@@ -600,6 +915,7 @@ impl Index {
                                     write,
                                     file: f.rel.clone(),
                                     line: lit.line,
+                                    owner: self.owner_fn(m, lit.owner),
                                 });
                             }
                         }
@@ -631,7 +947,14 @@ impl Index {
             for (segs, line) in &sc.diesel_writes {
                 if let Some(t) = diesel_table(segs) {
                     writes.insert((t.clone(), *line));
-                    accesses.push(Access { module: m, table: t, write: true, file: f.rel.clone(), line: *line });
+                    accesses.push(Access {
+                        module: m,
+                        table: t,
+                        write: true,
+                        file: f.rel.clone(),
+                        line: *line,
+                        owner: None,
+                    });
                 }
             }
             for r in &sc.refs {
@@ -641,27 +964,59 @@ impl Index {
                 if let Some(t) = diesel_table(&r.segs)
                     && !writes.contains(&(t.clone(), r.line))
                 {
-                    accesses.push(Access { module: m, table: t, write: false, file: f.rel.clone(), line: r.line });
+                    accesses.push(Access {
+                        module: m,
+                        table: t,
+                        write: false,
+                        file: f.rel.clone(),
+                        line: r.line,
+                        owner: self.owner_fn(m, r.owner),
+                    });
                 }
             }
             for (mac, name, line) in &sc.macro_names {
                 if let Some(t) = diesel.get(name) {
                     let write = ["insert", "update", "delete", "upsert"].iter().any(|w| mac.contains(w));
-                    accesses.push(Access { module: m, table: t.clone(), write, file: f.rel.clone(), line: *line });
+                    accesses.push(Access {
+                        module: m,
+                        table: t.clone(),
+                        write,
+                        file: f.rel.clone(),
+                        line: *line,
+                        owner: None,
+                    });
                 }
             }
             for (_, path) in &sc.uses {
                 if let Some(t) = diesel_table(path) {
-                    accesses.push(Access { module: m, table: t, write: false, file: f.rel.clone(), line: 0 });
+                    accesses.push(Access {
+                        module: m,
+                        table: t,
+                        write: false,
+                        file: f.rel.clone(),
+                        line: 0,
+                        owner: None,
+                    });
                 }
             }
             for g in &sc.globs {
                 if let Some(t) = diesel_table(g) {
-                    accesses.push(Access { module: m, table: t, write: false, file: f.rel.clone(), line: 0 });
+                    accesses.push(Access {
+                        module: m,
+                        table: t,
+                        write: false,
+                        file: f.rel.clone(),
+                        line: 0,
+                        owner: None,
+                    });
                 }
             }
         }
         self.known_tables.extend(created);
+        for a in std::mem::take(&mut self.orm_accesses) {
+            self.known_tables.insert(a.table.clone());
+            accesses.push(a);
+        }
         accesses.sort();
         accesses.dedup();
         self.accesses = accesses;
@@ -743,6 +1098,7 @@ impl Index {
                     file: self.files[self.modules[key.0].file].rel.clone(),
                     line: a.line,
                     module: key.0,
+                    router: None,
                 });
             }
         }
@@ -786,8 +1142,17 @@ struct Expand<'a> {
 }
 
 impl Expand<'_> {
-    fn endpoint(&self, m: usize, method: &str, path: &str, handler: Option<&[String]>, line: usize) -> FoundEndpoint {
+    fn endpoint(
+        &self,
+        key: &(usize, String),
+        method: &str,
+        path: &str,
+        handler: Option<&[String]>,
+        line: usize,
+    ) -> FoundEndpoint {
         let ix = self.ix;
+        let m = key.0;
+        let router = Some(key.clone());
         let resolved = handler.and_then(|h| ix.fn_target(m, h));
         match resolved {
             Some((hm, name)) => FoundEndpoint {
@@ -797,6 +1162,7 @@ impl Expand<'_> {
                 file: ix.files[ix.modules[hm].file].rel.clone(),
                 line: self.fn_lines.get(&(hm, name)).copied().unwrap_or(line),
                 module: hm,
+                router,
             },
             None => FoundEndpoint {
                 method: method.to_string(),
@@ -808,6 +1174,7 @@ impl Expand<'_> {
                 file: ix.files[ix.modules[m].file].rel.clone(),
                 line,
                 module: m,
+                router,
             },
         }
     }
@@ -825,7 +1192,7 @@ impl Expand<'_> {
         for it in items.iter() {
             match it {
                 RouterItem::Route { method, path, handler, line } => {
-                    out.insert(self.endpoint(m, method, &join(prefix, path), handler.as_deref(), *line));
+                    out.insert(self.endpoint(key, method, &join(prefix, path), handler.as_deref(), *line));
                 }
                 RouterItem::Attributed { handler, prefix: p, line, docs } => {
                     let Some(t) = self.ix.fn_target(m, handler) else { continue };
@@ -833,7 +1200,7 @@ impl Expand<'_> {
                     seen.insert(t.clone());
                     for a in list.iter().filter(|a| *docs || !a.doc_only) {
                         let full = join(&join(prefix, p), &a.path);
-                        out.insert(self.endpoint(m, &a.method, &full, Some(handler), *line));
+                        out.insert(self.endpoint(key, &a.method, &full, Some(handler), *line));
                     }
                 }
                 RouterItem::Call { target, prefix: p, .. } => {

@@ -25,6 +25,7 @@ mod routes;
 mod services;
 pub mod sql;
 mod syntax;
+mod usecases;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;

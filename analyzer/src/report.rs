@@ -30,6 +30,9 @@ pub struct Report {
     pub extraction_order: Vec<Extraction>,
     /// Files that could not be read or parsed, SQL not understood, and the like.
     pub diagnostics: Vec<crate::Diagnostic>,
+    /// Which view the services come from, and why.
+    #[serde(default)]
+    pub view: View,
 }
 
 /// Counts and timing.
@@ -143,6 +146,34 @@ pub struct Service {
     /// or becomes a library rather than a service.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub kernel: bool,
+    /// Functions of lower layers that go with this service's endpoints (use-case view),
+    /// with the share of the slices reaching them that are this service's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub functions: Vec<ServiceFunction>,
+}
+
+/// A function that goes with a service: reached by its endpoints' slices.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, PartialOrd)]
+pub struct ServiceFunction {
+    /// Fully qualified name (`crate::db::users::Db::find_user`).
+    pub name: String,
+    /// File.
+    pub file: String,
+    /// Line.
+    pub line: usize,
+    /// The share of the slice strength reaching it that comes from this service's
+    /// endpoints (the kernel lists functions no service holds half of).
+    pub share: f64,
+}
+
+/// Which partition the report proposes, and why.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct View {
+    /// `modules` (the module graph: the code's folders are its capabilities) or
+    /// `use-cases` (endpoints clustered by their slices across layers).
+    pub used: String,
+    /// Why that one.
+    pub why: String,
 }
 
 /// Where a dependency shows in the code.

@@ -23,6 +23,7 @@ use crate::history::Coupling;
 use crate::index::Index;
 use crate::metrics;
 use crate::report::*;
+use crate::usecases;
 use crate::{Diagnostic, Options};
 
 const W_PARENT: f64 = 3.0;
@@ -55,6 +56,12 @@ struct Model {
     graph: Graph,
     /// The shared kernel's service name, when there is one.
     kernel: Option<String>,
+    /// Service number of each endpoint (by index into `Index::endpoints`).
+    endpoint_svc: Vec<usize>,
+    /// Functions that go with a service (use-case view): function → (service, share).
+    fn_svc: BTreeMap<usize, (usize, f64)>,
+    /// Which view, and why.
+    view: View,
 }
 
 fn label(id: &str, multi_crate: bool) -> String {
@@ -292,6 +299,13 @@ fn name_services(
     names
 }
 
+/// Above this agreement (ARI) between the endpoints' partition by the module graph and
+/// by their use-case slices, the module tree already is the capabilities: keep it.
+const VIEWS_AGREE: f64 = 0.7;
+/// A unit goes with the cluster holding at least this share of the slices reaching it;
+/// reached by several with none holding it, it is shared kernel.
+const MAJORITY: f64 = 0.5;
+
 fn model(project: &Project, ix: &Index, history: &Coupling, opts: &Options) -> Model {
     let mut units: Vec<usize> = (0..ix.modules.len()).filter(|&m| ix.modules[m].is_unit).collect();
     units.sort_by(|&a, &b| ix.modules[a].id.cmp(&ix.modules[b].id));
@@ -304,11 +318,190 @@ fn model(project: &Project, ix: &Index, history: &Coupling, opts: &Options) -> M
     for e in pg.edge_references() {
         graph.add(e.source().index(), e.target().index(), *e.weight());
     }
+    let multi = project.crates.len() > 1;
     let mut part = cluster::partition(&graph, opts.resolution, opts.services);
-    let kernel = if opts.services.is_none() { split_kernel(ix, &units, &graph, &mut part) } else { None };
-    let names = name_services(ix, &units, &part, project.crates.len() > 1, kernel.map(|k| (k, project.name.as_str())));
+    let uc = usecases::cluster(ix, opts.resolution);
+    let by_module: Vec<usize> =
+        ix.endpoints.iter().map(|e| unit_of[e.module].map_or(usize::MAX, |u| part[u])).collect();
+    let agree = cluster::adjusted_rand(&by_module, &uc.endpoint_cluster);
+    if opts.services.is_some() || ix.endpoints.len() < 2 || agree >= VIEWS_AGREE {
+        let kernel = if opts.services.is_none() { split_kernel(ix, &units, &graph, &mut part) } else { None };
+        let names = name_services(ix, &units, &part, multi, kernel.map(|k| (k, project.name.as_str())));
+        let kernel = kernel.map(|k| names[k].clone());
+        let endpoint_svc = ix.endpoints.iter().map(|e| unit_of[e.module].map_or(0, |u| part[u])).collect();
+        let why = if opts.services.is_some() {
+            "--services asks for a number of services of the module graph".to_string()
+        } else if ix.endpoints.len() < 2 {
+            "fewer than two endpoints: nothing to cluster by use case".to_string()
+        } else {
+            format!(
+                "the module graph and the endpoints' use-case slices agree (ARI {agree:.2} ≥ {VIEWS_AGREE}): the folders already are the capabilities"
+            )
+        };
+        let view = View { used: "modules".into(), why };
+        return Model { units, unit_of, part, names, graph, kernel, endpoint_svc, fn_svc: BTreeMap::new(), view };
+    }
+    let (part, kernel, fn_svc) = use_case_units(ix, &units, &unit_of, &graph, &uc, &part);
+    let nc = part.iter().chain(&uc.endpoint_cluster).max().map_or(0, |m| m + 1);
+    let mut names = name_services(ix, &units, &part, multi, kernel.map(|k| (k, project.name.as_str())));
+    names.resize(nc, String::new());
+    name_by_resource(&mut names, &uc, kernel);
     let kernel = kernel.map(|k| names[k].clone());
-    Model { units, unit_of, part, names, graph, kernel }
+    let view = View {
+        used: "use-cases".into(),
+        why: format!(
+            "the module graph groups the endpoints unlike their use-case slices (ARI {agree:.2} < {VIEWS_AGREE}): the folders are layers, so services follow what each endpoint reaches"
+        ),
+    };
+    Model { units, unit_of, part, names, graph, kernel, endpoint_svc: uc.endpoint_cluster.clone(), fn_svc, view }
+}
+
+/// The units' services in the use-case view: each unit goes with the cluster whose
+/// slices reach it most (at least `MAJORITY`), or to the kernel when several share it;
+/// units no slice reaches take the service of the units they are tied to, else keep
+/// their module-graph cluster as a service of their own. Returns (part, kernel, the
+/// functions' services).
+#[allow(clippy::type_complexity)]
+fn use_case_units(
+    ix: &Index,
+    units: &[usize],
+    unit_of: &[Option<usize>],
+    g: &Graph,
+    uc: &usecases::UseCases,
+    module_part: &[usize],
+) -> (Vec<usize>, Option<usize>, BTreeMap<usize, (usize, f64)>) {
+    let kernel = uc.clusters;
+    let mut votes: Vec<BTreeMap<usize, f64>> = vec![BTreeMap::new(); units.len()];
+    let mut fn_svc = BTreeMap::new();
+    let mut any_kernel = false;
+    for (&f, v) in &uc.fn_votes {
+        let total: f64 = v.values().sum();
+        let (best, w) = v.iter().fold((0, f64::MIN), |acc, (&c, &w)| if w > acc.1 { (c, w) } else { acc });
+        let share = if total > 0.0 { w / total } else { 0.0 };
+        if share >= MAJORITY {
+            fn_svc.insert(f, (best, share));
+        } else {
+            fn_svc.insert(f, (kernel, share));
+            any_kernel = true;
+        }
+        if let Some(u) = unit_of[ix.fns[f].module] {
+            for (&c, &x) in v {
+                *votes[u].entry(c).or_default() += x;
+            }
+        }
+    }
+    // Handlers anchor their modules: an endpoint counts for its handler's unit.
+    for (i, e) in ix.endpoints.iter().enumerate() {
+        if let Some(u) = unit_of[e.module] {
+            *votes[u].entry(uc.endpoint_cluster[i]).or_default() += 1.0;
+        }
+    }
+    const NONE: usize = usize::MAX;
+    let mut part = vec![NONE; units.len()];
+    for u in 0..units.len() {
+        let total: f64 = votes[u].values().sum();
+        if total <= 0.0 {
+            continue;
+        }
+        let (best, w) = votes[u].iter().fold((0, f64::MIN), |acc, (&c, &w)| if w > acc.1 { (c, w) } else { acc });
+        if w / total >= MAJORITY {
+            part[u] = best;
+        } else {
+            part[u] = kernel;
+            any_kernel = true;
+        }
+    }
+    // Units no slice reaches: label propagation over the unit graph, a few rounds.
+    let mut adj: Vec<Vec<(usize, f64)>> = vec![Vec::new(); units.len()];
+    for &(a, b, w) in &g.edges {
+        if a != b {
+            adj[a].push((b, w));
+            adj[b].push((a, w));
+        }
+    }
+    for _ in 0..6 {
+        let snapshot = part.clone();
+        let mut moved = false;
+        for u in 0..units.len() {
+            if snapshot[u] != NONE {
+                continue;
+            }
+            let mut by: BTreeMap<usize, f64> = BTreeMap::new();
+            for &(v, w) in &adj[u] {
+                if snapshot[v] != NONE && snapshot[v] != kernel {
+                    *by.entry(snapshot[v]).or_default() += w;
+                }
+            }
+            let total: f64 = by.values().sum();
+            if let Some((&c, &w)) = by.iter().max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(a.0)))
+                && w / total >= MAJORITY
+            {
+                part[u] = c;
+                moved = true;
+            }
+        }
+        if !moved {
+            break;
+        }
+    }
+    // The rest keep their module-graph cluster, as services without endpoints.
+    let base = kernel + 1;
+    let mut extra: BTreeMap<usize, usize> = BTreeMap::new();
+    for u in 0..units.len() {
+        if part[u] == NONE {
+            let next = base + extra.len();
+            part[u] = *extra.entry(module_part[u]).or_insert(next);
+        }
+    }
+    // Renumber densely, keeping every endpoint cluster's number.
+    let mut used: BTreeSet<usize> = part.iter().copied().collect();
+    used.extend(0..uc.clusters);
+    if !any_kernel {
+        used.remove(&kernel);
+    }
+    let map: BTreeMap<usize, usize> = used.iter().enumerate().map(|(i, &c)| (c, i)).collect();
+    for c in part.iter_mut() {
+        *c = map[c];
+    }
+    for v in fn_svc.values_mut() {
+        v.0 = map[&v.0];
+    }
+    (part, any_kernel.then(|| map[&kernel]), fn_svc)
+}
+
+/// Names the use-case services after the resource most of their endpoints serve
+/// (`/api/users/{id}` → `users`) when that name is free, biggest service first.
+fn name_by_resource(names: &mut [String], uc: &usecases::UseCases, kernel: Option<usize>) {
+    let mut counts: Vec<BTreeMap<&str, usize>> = vec![BTreeMap::new(); names.len()];
+    for (i, &c) in uc.endpoint_cluster.iter().enumerate() {
+        if let Some(r) = &uc.resource[i] {
+            *counts[c].entry(r.as_str()).or_default() += 1;
+        }
+    }
+    let mut order: Vec<usize> = (0..names.len()).filter(|&c| Some(c) != kernel).collect();
+    order.sort_by_key(|&c| (std::cmp::Reverse(counts[c].values().sum::<usize>()), c));
+    let mut taken: BTreeSet<String> = kernel.map(|k| names[k].clone()).into_iter().collect();
+    let mut fallback = Vec::new();
+    for c in order {
+        let mut ranked: Vec<(&str, usize)> = counts[c].iter().map(|(k, v)| (*k, *v)).collect();
+        ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        match ranked.iter().find(|(r, _)| !taken.contains(*r)) {
+            Some((r, _)) => {
+                names[c] = r.to_string();
+                taken.insert(names[c].clone());
+            }
+            None => fallback.push(c),
+        }
+    }
+    for c in fallback {
+        let base = if names[c].is_empty() { "service".to_string() } else { names[c].clone() };
+        let name = std::iter::once(base.clone())
+            .chain((2..).map(|k| format!("{base}-{k}")))
+            .find(|n| !taken.contains(n))
+            .unwrap_or(base);
+        taken.insert(name.clone());
+        names[c] = name;
+    }
 }
 
 /// The shared kernel: leaf modules directly under a crate root (and crate roots
@@ -401,6 +594,12 @@ pub(crate) fn report(
     let md = model(project, ix, history, opts);
     let svc_of_module = |m: usize| md.unit_of[m].map(|u| md.names[md.part[u]].clone());
     let unit_id = |m: usize| ix.modules[m].id.clone();
+    // A table access goes with the function doing it when that function goes with a
+    // service (use-case view), else with its unit.
+    let svc_of_access = |a: &crate::index::Access| match a.owner.and_then(|f| md.fn_svc.get(&f)) {
+        Some(&(c, _)) => Some(md.names[c].clone()),
+        None => svc_of_module(a.module),
+    };
 
     let units: Vec<Unit> = md
         .units
@@ -430,7 +629,7 @@ pub(crate) fn report(
         } else {
             e.0.insert(unit_id(a.module))
         };
-        if let Some(s) = svc_of_module(a.module) {
+        if let Some(s) = svc_of_access(a) {
             let e = t_svcs.entry(a.table.clone()).or_default();
             if a.write {
                 e.1.insert(s)
@@ -469,6 +668,7 @@ pub(crate) fn report(
             tables: ServiceTables::default(),
             lines: 0,
             kernel: md.kernel.as_deref() == Some(n.as_str()),
+            functions: Vec::new(),
         })
         .collect();
     for (u, &m) in md.units.iter().enumerate() {
@@ -476,16 +676,28 @@ pub(crate) fn report(
         s.units.push(ServiceUnit { id: unit_id(m), file: ix.files[ix.modules[m].file].rel.clone() });
         s.lines += ix.modules[m].lines;
     }
-    for e in &ix.endpoints {
-        if let Some(u) = md.unit_of[e.module] {
-            services[md.part[u]].endpoints.push(ServiceEndpoint {
-                method: e.method.clone(),
-                path: e.path.clone(),
-                handler: e.handler.clone(),
-                file: e.file.clone(),
-                line: e.line,
-            });
+    for (i, e) in ix.endpoints.iter().enumerate() {
+        services[md.endpoint_svc[i]].endpoints.push(ServiceEndpoint {
+            method: e.method.clone(),
+            path: e.path.clone(),
+            handler: e.handler.clone(),
+            file: e.file.clone(),
+            line: e.line,
+        });
+    }
+    let handlers: BTreeSet<&str> = ix.endpoints.iter().map(|e| e.handler.as_str()).collect();
+    for (&f, &(c, share)) in &md.fn_svc {
+        let node = &ix.fns[f];
+        let name = ix.qualified(node.module, &node.name);
+        if handlers.contains(name.as_str()) {
+            continue;
         }
+        services[c].functions.push(ServiceFunction {
+            name,
+            file: ix.files[ix.modules[node.module].file].rel.clone(),
+            line: node.line,
+            share: (share * 1000.0).round() / 1000.0,
+        });
     }
     for (t, (r, w)) in &t_svcs {
         for s in services.iter_mut() {
@@ -499,6 +711,7 @@ pub(crate) fn report(
     for s in services.iter_mut() {
         s.units.sort();
         s.endpoints.sort();
+        s.functions.sort_by(|a, b| a.name.cmp(&b.name).then(a.line.cmp(&b.line)));
     }
     services.sort_by(|a, b| a.name.cmp(&b.name));
 
@@ -514,7 +727,7 @@ pub(crate) fn report(
         d.2.extend(ev.iter().cloned());
     }
     for a in &ix.accesses {
-        let Some(sa) = svc_of_module(a.module) else { continue };
+        let Some(sa) = svc_of_access(a) else { continue };
         let Some((_, writers)) = t_svcs.get(&a.table) else { continue };
         for w in writers {
             if *w == sa {
@@ -581,6 +794,7 @@ pub(crate) fn report(
         metrics,
         extraction_order,
         diagnostics: diags,
+        view: md.view.clone(),
     }
 }
 
