@@ -384,6 +384,12 @@ impl Extractor<'_> {
                 syn::FnArg::Typed(pt) => bind_pat(&pt.pat, &pt.ty, &mut self.env),
             }
         }
+        // A parameter of a generic type (`s: &S` with `S: Store`) is of no type we know:
+        // its methods resolve by name, to every impl.
+        for g in sig.generics.type_params() {
+            let name = g.ident.to_string();
+            self.env.retain(|_, r| *r != Recv::Ty(name.clone()));
+        }
         body(self);
         self.owner = saved_owner;
         self.env = saved_env;

@@ -165,8 +165,14 @@ pub(crate) struct Index {
     glob_index_memo: RefCell<HashMap<usize, Rc<HashMap<String, usize>>>>,
 }
 
-/// Methods by name: (the implementing type, the function).
-type Methods = HashMap<String, Vec<(String, usize)>>;
+/// The workspace's methods.
+#[derive(Default)]
+struct Methods {
+    /// By name: (the implementing type, the function).
+    by_name: HashMap<String, Vec<(String, usize)>>,
+    /// Types with methods or fields in the workspace.
+    types: std::collections::HashSet<String>,
+}
 
 /// A method call whose receiver's type is unknown is resolved by name only when at most
 /// this many types have a method of that name.
@@ -680,10 +686,11 @@ impl Index {
 
     /// Methods by name → (type, function), and struct fields (struct, field) → type.
     fn method_index(&self) -> (Methods, HashMap<(String, String), String>) {
-        let mut methods: Methods = HashMap::new();
+        let mut methods = Methods::default();
         for (i, f) in self.fns.iter().enumerate() {
             if let Some((ty, name)) = f.name.rsplit_once("::") {
-                methods.entry(name.to_string()).or_default().push((ty.to_string(), i));
+                methods.by_name.entry(name.to_string()).or_default().push((ty.to_string(), i));
+                methods.types.insert(ty.to_string());
             }
         }
         let mut fields = HashMap::new();
@@ -691,6 +698,7 @@ impl Index {
             for sc in &file.facts.scopes {
                 for (st, field, ty) in &sc.fields {
                     fields.entry((st.clone(), field.clone())).or_insert_with(|| ty.clone());
+                    methods.types.insert(st.clone());
                 }
             }
         }
@@ -716,7 +724,7 @@ impl Index {
                 Recv::Unknown => None,
             }
         }
-        let Some(cands) = methods.get(method) else { return Vec::new() };
+        let Some(cands) = methods.by_name.get(method) else { return Vec::new() };
         let ty = ty_of(recv, fields);
         if let Some(t) = &ty {
             let exact: Vec<usize> = cands.iter().filter(|(ct, _)| ct == t).map(|c| c.1).collect();
@@ -724,9 +732,7 @@ impl Index {
                 return exact;
             }
             // A type from outside the workspace (`PgPool::fetch_all`): nothing of ours runs.
-            if !self.fns.iter().any(|f| f.name.starts_with(t.as_str()) && f.name[t.len()..].starts_with("::"))
-                && !fields.keys().any(|(s, _)| s == t)
-            {
+            if !methods.types.contains(t) {
                 return Vec::new();
             }
         }
@@ -795,6 +801,7 @@ impl Index {
                         // `Type::method(..)` with the method in another module's impl block.
                         let method = r.segs.last().map(String::as_str).unwrap_or("");
                         let targets: Vec<usize> = methods
+                            .by_name
                             .get(method)
                             .map(|c| c.iter().filter(|(t, _)| *t == name).map(|c| c.1).collect())
                             .unwrap_or_default();

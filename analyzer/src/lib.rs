@@ -224,3 +224,39 @@ fn parse_all(
     files.sort_by(|a, b| a.rel.cmp(&b.rel));
     Ok(files)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// The function-level call graph of a fixture: (caller, callee) → weight.
+    fn calls(fixture: &str) -> Vec<(String, String, f64)> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(fixture);
+        let mut diags = Vec::new();
+        let project = crate::discover::discover(&root, &mut diags).expect("fixture");
+        let files = crate::parse_all(&root, &project, &mut diags).expect("parse");
+        let ix = crate::index::Index::build(&project, files, &root, &mut diags);
+        let name = |f: usize| ix.qualified(ix.fns[f].module, &ix.fns[f].name);
+        ix.fn_calls.iter().map(|(&(a, b), &w)| (name(a), name(b), w)).collect()
+    }
+
+    #[test]
+    fn a_trait_method_of_unknown_receiver_calls_every_impl_by_one_over_n() {
+        let c = calls("resolve");
+        let from = "layered::handlers::save_anything";
+        let to: Vec<(&str, f64)> = c.iter().filter(|(a, _, _)| a == from).map(|(_, b, w)| (b.as_str(), *w)).collect();
+        assert_eq!(to, vec![("layered::db::Db::save_record", 0.5), ("layered::services::FileStore::save_record", 0.5)]);
+    }
+
+    #[test]
+    fn a_known_receiver_calls_its_own_impl_only() {
+        let c = calls("resolve");
+        let has = |a: &str, b: &str| c.iter().any(|(x, y, w)| x == a && y == b && *w == 1.0);
+        assert!(has("layered::handlers::get_user", "layered::db::users::Db::find_user"), "{c:?}");
+        assert!(has("layered::handlers::create_user", "layered::db::users::Db::insert_user"), "{c:?}");
+        assert!(has("layered::handlers::list_orders", "layered::db::orders::OrderRepo::list_orders"), "{c:?}");
+        assert!(has("layered::handlers::place_order", "layered::services::OrderService::new"), "{c:?}");
+        assert!(has("layered::services::OrderService::place", "layered::db::orders::OrderRepo::insert_order"), "{c:?}");
+        assert!(has("layered::handlers::audit_orders", "layered::db::users::User::audit"), "{c:?}");
+    }
+}

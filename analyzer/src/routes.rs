@@ -270,6 +270,16 @@ fn mentions_router(block: &syn::Block) -> bool {
             }
             syn::visit::visit_expr_method_call(self, m);
         }
+        fn visit_macro(&mut self, m: &'a syn::Macro) {
+            fn has(ts: proc_macro2::TokenStream) -> bool {
+                ts.into_iter().any(|t| match t {
+                    proc_macro2::TokenTree::Ident(i) => ROUTER_METHODS.contains(&i.to_string().as_str()),
+                    proc_macro2::TokenTree::Group(g) => has(g.stream()),
+                    _ => false,
+                })
+            }
+            self.0 |= has(m.tokens.clone());
+        }
         fn visit_item(&mut self, _: &'a syn::Item) {}
     }
     let mut f = Finder(false);
@@ -362,6 +372,7 @@ impl Interp<'_> {
                         _ => out.extend(self.expr(e, tail, 0)),
                     }
                 }
+                syn::Stmt::Macro(m) => out.extend(self.macro_args(&m.mac, 0)),
                 _ => {}
             }
         }
@@ -414,7 +425,7 @@ impl Interp<'_> {
                 Some(id) => self.locals.remove(&id.to_string()).unwrap_or_default(),
                 None => Vec::new(),
             },
-            Expr::Macro(m) => routes_macro(&m.mac, String::new()),
+            Expr::Macro(m) => self.macro_args(&m.mac, d),
             Expr::Closure(_) | Expr::Async(_) => self.nested(e, d),
             Expr::Paren(p) => self.expr(&p.expr, calls_ok, d),
             Expr::Reference(r) => self.expr(&r.expr, calls_ok, d),
@@ -425,6 +436,19 @@ impl Interp<'_> {
                 _ => Vec::new(),
             },
             _ => Vec::new(),
+        }
+    }
+
+    /// A macro in router-building code: rocket's `routes![..]`, or a project's own macro
+    /// whose arguments read as expressions (`with_auth!(Router::new().route(..))`): its
+    /// routers are read from those arguments. What the macro itself generates is not seen.
+    fn macro_args(&mut self, mac: &syn::Macro, d: usize) -> Vec<RouterItem> {
+        if last_seg(&mac.path) == "routes" {
+            return routes_macro(mac, String::new());
+        }
+        match mac.parse_body_with(Punctuated::<Expr, Token![,]>::parse_terminated) {
+            Ok(args) => args.iter().flat_map(|a| self.expr(a, true, d + 1)).collect(),
+            Err(_) => Vec::new(),
         }
     }
 

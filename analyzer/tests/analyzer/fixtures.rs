@@ -186,3 +186,91 @@ fn a_module_declared_twice_under_cfgs_gets_two_unit_ids() {
     let ids: Vec<&str> = r.units.iter().map(|u| u.id.as_str()).collect();
     assert_eq!(ids, vec!["twice", "twice::imp", "twice::imp_2", "twice::inline", "twice::inline_2"]);
 }
+
+#[test]
+fn openapi_registration_styles_are_endpoints() {
+    let r = check("openapi");
+    assert_eq!(
+        endpoints(&r),
+        vec![
+            "GET /api/items openapi_app::utoipa_routes::list_items",
+            "GET /health openapi_app::health",
+            "GET /hello openapi_app::poem_api::Api::hello",
+            "GET /reports/{id} openapi_app::docs_only::get_report",
+            "GET /v1/things openapi_app::aide_routes::list_things",
+            "GET /v1/things/{id} openapi_app::aide_routes::get_thing",
+            "POST /api/items openapi_app::utoipa_routes::create_item",
+            "POST /hello openapi_app::poem_api::Api::greet",
+            "POST /v1/things openapi_app::aide_routes::create_thing",
+        ]
+    );
+}
+
+#[test]
+fn a_utoipa_attribute_with_generic_types_is_not_dropped() {
+    let r = check("openapi");
+    let e = r.endpoints.iter().find(|e| e.handler.ends_with("get_report")).expect("the documented handler is found");
+    assert_eq!((e.method.as_str(), e.path.as_str(), e.line), ("GET", "/reports/{id}", 10));
+}
+
+#[test]
+fn unreadable_route_registrations_are_diagnostics() {
+    let r = check("openapi");
+    let d: Vec<String> = r.diagnostics.iter().map(|d| format!("{}:{}: {}", d.file, d.line, d.message)).collect();
+    assert!(d.iter().any(|m| m.starts_with("src/main.rs:25: `.route(..)` with a path that is not a literal")), "{d:?}");
+    assert!(d.iter().any(|m| m.starts_with("src/main.rs:38: #[get] on `not_readable`: no literal path")), "{d:?}");
+}
+
+/// The service holding an endpoint, by handler name.
+fn service_of<'r>(r: &'r Report, handler: &str) -> &'r ficus_analyzer::Service {
+    r.services
+        .iter()
+        .find(|s| s.endpoints.iter().any(|e| e.handler.ends_with(&format!("::{handler}"))))
+        .unwrap_or_else(|| panic!("no service serves {handler}"))
+}
+
+fn functions(s: &ficus_analyzer::Service) -> Vec<&str> {
+    s.functions.iter().map(|f| f.name.as_str()).collect()
+}
+
+#[test]
+fn method_calls_resolve_to_the_impl_that_runs() {
+    let r = check("resolve");
+    assert_eq!(r.view.used, "use-cases", "{:?}", r.view);
+    // `State(state): State<AppState>`, then the field `state.db: Db`; a typed parameter.
+    let users = service_of(&r, "get_user");
+    assert_eq!(service_of(&r, "create_user").name, users.name);
+    assert_eq!(functions(users), vec!["layered::db::users::Db::find_user", "layered::db::users::Db::insert_user"]);
+    assert_eq!(users.tables.owns, vec!["users"]);
+    // A `let` with a type annotation; a constructor returning `Self`, then `self.repo`.
+    let orders = service_of(&r, "list_orders");
+    assert_eq!(service_of(&r, "place_order").name, orders.name);
+    for f in [
+        "layered::db::orders::OrderRepo::list_orders",
+        "layered::services::OrderService::place",
+        "layered::db::orders::OrderRepo::insert_order",
+    ] {
+        assert!(functions(orders).contains(&f), "{f} not with orders: {:?}", functions(orders));
+    }
+    assert_eq!(orders.tables.owns, vec!["orders"]);
+    // `User::audit()`: the type is in `models`, the impl (and its SQL) in `db::users`.
+    let audit = service_of(&r, "audit_orders");
+    assert_eq!(functions(audit), vec!["layered::db::users::User::audit"]);
+    assert_eq!(audit.tables.owns, vec!["audit_log"]);
+    // A trait method through a generic: every impl in the workspace.
+    let stores = service_of(&r, "save_anything");
+    assert_eq!(functions(stores), vec!["layered::db::Db::save_record", "layered::services::FileStore::save_record"]);
+    assert_eq!(stores.tables.owns, vec!["records"]);
+}
+
+#[test]
+fn a_module_of_several_use_cases_is_split_by_function() {
+    let r = check("resolve");
+    // `db::users` holds the user queries and the audit query: each function goes with
+    // the use case that reaches it, not the whole file with one.
+    assert_ne!(service_of(&r, "get_user").name, service_of(&r, "audit_orders").name);
+    // `handlers.rs` serves four use cases: it is shared kernel, its endpoints are not.
+    let kernel = r.services.iter().find(|s| s.kernel).expect("a kernel");
+    assert!(kernel.units.iter().any(|u| u.id == "layered::handlers"), "{kernel:?}");
+    assert!(kernel.endpoints.is_empty());
+}
