@@ -33,9 +33,9 @@ use crate::index::Index;
 const SLICE_DEPTH: usize = 4;
 /// The endpoint graph is clustered at this multiple of the requested resolution: an
 /// endpoint graph is denser than a module graph, and its communities smaller.
-const RESOLUTION: f64 = 1.75;
+const RESOLUTION: f64 = 1.5;
 /// How many of its strongest ties each endpoint keeps.
-const NEIGHBOURS: usize = 8;
+const NEIGHBOURS: usize = 7;
 /// Features held by more than this share of the endpoints tell nothing apart.
 const MAX_DF_SHARE: f64 = 0.5;
 
