@@ -153,6 +153,8 @@ pub(crate) struct Index {
     /// Calls between functions: (caller, callee) → weight (a call that may go to n
     /// implementations counts 1/n for each).
     pub fn_calls: BTreeMap<(usize, usize), f64>,
+    /// Call sites known to go to one function: (caller, callee, where).
+    pub fn_sites: Vec<(usize, usize, Evidence)>,
     /// Types (by defining module and name) each function refers to.
     pub fn_types: BTreeMap<usize, BTreeSet<(usize, String)>>,
     /// Table accesses through sea-orm entities, found while resolving paths.
@@ -311,6 +313,7 @@ impl Index {
             fns: Vec::new(),
             fn_of: HashMap::new(),
             fn_calls: BTreeMap::new(),
+            fn_sites: Vec::new(),
             fn_types: BTreeMap::new(),
             orm_accesses: Vec::new(),
             lookups: RefCell::new(HashMap::new()),
@@ -749,6 +752,7 @@ impl Index {
         let mut calls: BTreeMap<(usize, usize), Vec<Evidence>> = BTreeMap::new();
         let mut types: BTreeMap<(usize, usize), BTreeSet<String>> = BTreeMap::new();
         let mut fn_calls: BTreeMap<(usize, usize), f64> = BTreeMap::new();
+        let mut fn_sites = Vec::new();
         let mut fn_types: BTreeMap<usize, BTreeSet<(usize, String)>> = BTreeMap::new();
         let mut orm = Vec::new();
         for m in 0..self.modules.len() {
@@ -768,12 +772,18 @@ impl Index {
                     }
                     let tm = self.fns[t].module;
                     // Dependencies are evidence a person checks: only calls known to go there.
-                    if tm != m && targets.len() == 1 {
+                    if targets.len() == 1 {
                         let what = format!(
                             "calls {}",
                             self.describe(&Target::Item(tm, self.fns[t].name.clone(), ItemKind::Fn))
                         );
-                        calls.entry((m, tm)).or_default().push(Evidence { file: f.rel.clone(), line, what });
+                        let ev = Evidence { file: f.rel.clone(), line, what };
+                        if let Some(from) = from {
+                            fn_sites.push((from, t, ev.clone()));
+                        }
+                        if tm != m {
+                            calls.entry((m, tm)).or_default().push(ev);
+                        }
                     }
                 }
             };
@@ -835,7 +845,9 @@ impl Index {
         }
         self.calls = calls;
         self.types = types;
+        fn_sites.sort_by(|a, b| (a.0, a.1, &a.2).cmp(&(b.0, b.1, &b.2)));
         self.fn_calls = fn_calls;
+        self.fn_sites = fn_sites;
         self.fn_types = fn_types;
         self.orm_accesses = orm;
     }

@@ -299,6 +299,10 @@ fn name_services(
     names
 }
 
+/// The names of the two views.
+const MODULES: &str = "modules";
+const USE_CASES: &str = "use-cases";
+
 /// Above this agreement (ARI) between the endpoints' partition by the module graph and
 /// by their use-case slices, the module tree already is the capabilities: keep it.
 const VIEWS_AGREE: f64 = 0.7;
@@ -338,7 +342,7 @@ fn model(project: &Project, ix: &Index, history: &Coupling, opts: &Options) -> M
                 "the module graph and the endpoints' use-case slices agree (ARI {agree:.2} ≥ {VIEWS_AGREE}): the folders already are the capabilities"
             )
         };
-        let view = View { used: "modules".into(), why };
+        let view = View { used: MODULES.into(), why };
         return Model { units, unit_of, part, names, graph, kernel, endpoint_svc, fn_svc: BTreeMap::new(), view };
     }
     let (part, kernel, fn_svc) = use_case_units(ix, &units, &unit_of, &graph, &uc, &part);
@@ -348,7 +352,7 @@ fn model(project: &Project, ix: &Index, history: &Coupling, opts: &Options) -> M
     name_by_resource(&mut names, &uc, kernel);
     let kernel = kernel.map(|k| names[k].clone());
     let view = View {
-        used: "use-cases".into(),
+        used: USE_CASES.into(),
         why: format!(
             "the module graph groups the endpoints unlike their use-case slices (ARI {agree:.2} < {VIEWS_AGREE}): the folders are layers, so services follow what each endpoint reaches"
         ),
@@ -407,6 +411,13 @@ fn use_case_units(
         if w / total >= MAJORITY {
             part[u] = best;
         } else {
+            part[u] = kernel;
+            any_kernel = true;
+        }
+    }
+    // Crate roots no slice reaches wire everything together: shared kernel.
+    for u in 0..units.len() {
+        if part[u] == NONE && !ix.modules[units[u]].id.contains("::") {
             part[u] = kernel;
             any_kernel = true;
         }
@@ -716,15 +727,50 @@ pub(crate) fn report(
     services.sort_by(|a, b| a.name.cmp(&b.name));
 
     // Dependencies: cross-service calls and table accesses.
+    // In the use-case view a call goes from the caller's service to the callee's, each
+    // function placed where it went (a handler with its endpoint), else with its unit.
     let mut deps: BTreeMap<(String, String), DepAcc> = BTreeMap::new();
-    for (&(a, b), ev) in &ix.calls {
-        let (Some(sa), Some(sb)) = (svc_of_module(a), svc_of_module(b)) else { continue };
-        if sa == sb {
-            continue;
+    if md.view.used == USE_CASES {
+        let mut handler_svc: BTreeMap<&str, usize> = BTreeMap::new();
+        for (i, e) in ix.endpoints.iter().enumerate() {
+            handler_svc.entry(e.handler.as_str()).or_insert(md.endpoint_svc[i]);
         }
-        let d = deps.entry((sa, sb)).or_default();
-        d.0 += ev.len();
-        d.2.extend(ev.iter().cloned());
+        let svc_of_fn = |f: usize| -> Option<String> {
+            let node = &ix.fns[f];
+            let q = ix.qualified(node.module, &node.name);
+            match (handler_svc.get(q.as_str()), md.fn_svc.get(&f)) {
+                (Some(&c), _) | (None, Some(&(c, _))) => Some(md.names[c].clone()),
+                (None, None) => svc_of_module(node.module),
+            }
+        };
+        // Registering a handler on a router is wiring, not a call that becomes remote.
+        let routers: BTreeSet<(usize, &str)> =
+            ix.endpoints.iter().filter_map(|e| e.router.as_ref().map(|(m, f)| (*m, f.as_str()))).collect();
+        for (a, b, ev) in &ix.fn_sites {
+            let caller = &ix.fns[*a];
+            let callee = &ix.fns[*b];
+            if routers.contains(&(caller.module, caller.name.as_str()))
+                && handler_svc.contains_key(ix.qualified(callee.module, &callee.name).as_str())
+            {
+                continue;
+            }
+            let (Some(sa), Some(sb)) = (svc_of_fn(*a), svc_of_fn(*b)) else { continue };
+            if sa != sb {
+                let d = deps.entry((sa, sb)).or_default();
+                d.0 += 1;
+                d.2.insert(ev.clone());
+            }
+        }
+    } else {
+        for (&(a, b), ev) in &ix.calls {
+            let (Some(sa), Some(sb)) = (svc_of_module(a), svc_of_module(b)) else { continue };
+            if sa == sb {
+                continue;
+            }
+            let d = deps.entry((sa, sb)).or_default();
+            d.0 += ev.len();
+            d.2.extend(ev.iter().cloned());
+        }
     }
     for a in &ix.accesses {
         let Some(sa) = svc_of_access(a) else { continue };
@@ -848,10 +894,8 @@ fn extraction_order(
         }
         let is_kernel = kernel == Some(s.name.as_str());
         let why = if is_kernel {
-            format!(
-                "shared kernel (code every service uses): stays in the monolith or becomes a library; {}",
-                why.join("; ")
-            )
+            let kernel = "shared kernel (code every service uses): stays in the monolith or becomes a library";
+            if why.is_empty() { kernel.to_string() } else { format!("{kernel}; {}", why.join("; ")) }
         } else if why.is_empty() {
             "no calls or tables shared with other services".to_string()
         } else {

@@ -140,6 +140,9 @@ fn join_or_none(v: &[String]) -> String {
     if v.is_empty() { "-".to_string() } else { v.join(", ") }
 }
 
+/// Lower-layer functions listed per service in the text summary.
+const MAX_FUNCTIONS_SHOWN: usize = 6;
+
 /// Endpoints listed per service in the text summary.
 const MAX_ENDPOINTS_SHOWN: usize = 12;
 
@@ -164,6 +167,9 @@ fn summary(r: &Report, colour: bool) -> String {
         "{} services · modularity {} · SM {} · ICP {} · IFN {} · NED {}\n",
         m.services, m.modularity, m.sm, m.icp, m.ifn, m.ned
     );
+    if !r.view.used.is_empty() {
+        let _ = writeln!(s, "{} {}\n", st.bold(&format!("View: {}.", r.view.used)), st.dim(&r.view.why));
+    }
     let _ = writeln!(s, "{}", st.bold("Extraction order (least entangled first)"));
     for e in &r.extraction_order {
         let _ = writeln!(s, "  {:>2}. {:<16} {}", e.rank, e.service, st.dim(&e.why));
@@ -183,6 +189,32 @@ fn summary(r: &Report, colour: bool) -> String {
         let _ = writeln!(s, "    units:  {}", units.join(", "));
         let _ = writeln!(s, "    owns:   {}", join_or_none(&svc.tables.owns));
         let _ = writeln!(s, "    reads:  {}", join_or_none(&svc.tables.reads));
+        if !svc.functions.is_empty() {
+            // The lower-layer code that goes with the service, where a person can check it.
+            let shown: Vec<String> = svc
+                .functions
+                .iter()
+                .take(MAX_FUNCTIONS_SHOWN)
+                .map(|f| {
+                    format!(
+                        "{} ({}:{})",
+                        f.name
+                            .rsplit("::")
+                            .take(2)
+                            .collect::<Vec<_>>()
+                            .into_iter()
+                            .rev()
+                            .collect::<Vec<_>>()
+                            .join("::"),
+                        f.file,
+                        f.line
+                    )
+                })
+                .collect();
+            let more = svc.functions.len().saturating_sub(MAX_FUNCTIONS_SHOWN);
+            let tail = if more > 0 { format!(", … and {more} more") } else { String::new() };
+            let _ = writeln!(s, "    code:   {}{}", shown.join(", "), st.dim(&tail));
+        }
         // A summary: the first endpoints of a big service, and how many more there are.
         for e in svc.endpoints.iter().take(MAX_ENDPOINTS_SHOWN) {
             let _ = writeln!(s, "    {:<7} {}", e.method, e.path);
