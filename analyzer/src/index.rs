@@ -9,18 +9,37 @@
 //! **What name resolution resolves** (syntax only, no type checker): paths starting
 //! with `crate`, `self`, `super`, `::`, a crate of the workspace, or a name declared or
 //! imported in the current module; `use` items (renames, groups, `self`, re-exports
-//! through `pub use`, glob imports of modules); `Self::` inside impls; `Type::method`
-//! (resolved to the module declaring the type, or the method when it is in the same
-//! module); in value position, `mod x; pub use x::*;` with a `fn x` inside (a module and a
-//! function sharing a name in their two namespaces). Lookups are memoised per (module,
-//! name), which also cuts `use super::*` cycles.
+//! through `pub use`, glob imports of modules); `Self::` inside impls; in value
+//! position, `mod x; pub use x::*;` with a `fn x` inside (a module and a function
+//! sharing a name in their two namespaces). Lookups are memoised per (module, name),
+//! which also cuts `use super::*` cycles.
 //!
-//! **What it does not resolve**: method calls `x.foo()` (the receiver's type is
-//! unknown), trait dispatch, macros' generated code (macro arguments that read as
-//! expressions are visited), items brought in by `extern crate` renames or by
-//! `#[macro_use]`, names shadowed by local variables, and anything outside PATH (std
-//! and dependencies are ignored). A glob cycle answered while its lookup is under way
-//! resolves to nothing rather than looping.
+//! **Calls, function by function** (`fn_calls`): a call resolves to the function that
+//! runs, in the module holding its `impl` block (where the SQL usually is), not the
+//! module declaring the type. `Type::method(..)` goes to every `impl` of `Type` with
+//! that method. `x.method(..)` goes by the receiver's type when syntax gives it:
+//! `self`; a typed parameter or `let`; an extractor pattern (`State(s): State<AppState>`,
+//! wrappers such as `Arc`, `Data`, `Extension` looked through); a struct field
+//! (`state.db`, through the struct's declared field types); a constructor
+//! `Type::new(..)` or a struct literal bound by `let`; `clone()`, `lock()`, `?`,
+//! `.await` and the like pass the receiver through. A receiver of unknown type (a
+//! generic `S: Store`, a trait object, a method's return value) calls every impl of a
+//! method of that name in the workspace, each by 1/n, when at most `MAX_GUESSES` types
+//! have one and the name is not one of std's everyday methods (`EVERYDAY_METHODS`); a
+//! receiver of a type from outside the workspace calls nothing of ours.
+//!
+//! **What it does not resolve**: return types (`a.b().c()` — `c` goes by name only),
+//! closures' parameters, trait impls chosen by associated types, macros' generated code
+//! (macro arguments that read as expressions are visited), items brought in by
+//! `extern crate` renames or by `#[macro_use]`, names shadowed by local variables, and
+//! anything outside PATH (std and dependencies are ignored). A glob cycle answered while
+//! its lookup is under way resolves to nothing rather than looping.
+//!
+//! **Tables**: SQL in string literals (sqlx functions and macros, other SQL-looking
+//! strings), diesel `table!`s and their paths, and sea-orm entities (a module whose
+//! `Model` has `#[sea_orm(table_name = "x")]`: its `Entity`, `ActiveModel`, `Column`…
+//! used elsewhere read `x`; an `ActiveModel` or `Entity::insert/update/delete…` writes
+//! it). Each access records the function it is in.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};

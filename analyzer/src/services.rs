@@ -1,6 +1,12 @@
 //! From unit-level facts to proposed services: the weighted unit graph, its clustering,
 //! and the report's services, dependencies, shared tables, metrics and extraction order.
 //!
+//! Two views: the module graph below, and the use-case view (`usecases`: endpoints
+//! clustered by their slices). The module view is kept when both group the endpoints
+//! alike (ARI ≥ `VIEWS_AGREE`: the folders are the capabilities); otherwise endpoints
+//! go by use case, units and functions by the slices reaching them (`use_case_units`),
+//! and dependencies by function-level call sites.
+//!
 //! Edge weights (undirected, added up per pair of units):
 //! - module structure: a module and its parent module 3 (1 when the parent is a crate
 //!   root, which declares every top-level module), two modules with the same non-root
