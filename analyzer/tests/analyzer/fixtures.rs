@@ -170,6 +170,14 @@ fn same_input_same_bytes() {
 }
 
 #[test]
+fn same_input_same_bytes_in_the_use_case_view() {
+    let a = render::json(&report_of(&fixture("resolve")));
+    let b = render::json(&report_of(&fixture("resolve")));
+    assert!(a.contains("\"used\": \"use-cases\""), "the fixture is analysed by use case");
+    assert!(a == b, "two analyses of the layered fixture differ");
+}
+
+#[test]
 fn a_module_declared_twice_under_cfgs_gets_two_unit_ids() {
     let dir = tempfile::tempdir().expect("temp dir");
     let root = dir.path();
