@@ -136,6 +136,19 @@ pub(crate) struct Access {
     pub owner: Option<usize>,
 }
 
+/// A call site known to go to one function.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct FnSite {
+    /// The calling function.
+    pub from: usize,
+    /// The called function.
+    pub to: usize,
+    /// The caller's module (its file is the site's file).
+    pub module: usize,
+    /// Where.
+    pub line: usize,
+}
+
 /// A function or method of a unit: a node of the function-level graph.
 #[derive(Debug, Clone)]
 pub(crate) struct FnNode {
@@ -173,9 +186,11 @@ pub(crate) struct Index {
     /// implementations counts 1/n for each).
     pub fn_calls: BTreeMap<(usize, usize), f64>,
     /// Call sites known to go to one function: (caller, callee, where).
-    pub fn_sites: Vec<(usize, usize, Evidence)>,
+    pub fn_sites: Vec<FnSite>,
     /// Types (by defining module and name) each function refers to.
     pub fn_types: BTreeMap<usize, BTreeSet<(usize, String)>>,
+    /// Per module: its scope's items → their function (None for other items).
+    item_fn: Vec<Vec<Option<usize>>>,
     /// Table accesses through sea-orm entities, found while resolving paths.
     orm_accesses: Vec<Access>,
     /// Memo of `lookup`.
@@ -186,13 +201,19 @@ pub(crate) struct Index {
     glob_index_memo: RefCell<HashMap<usize, Rc<HashMap<String, usize>>>>,
 }
 
-/// The workspace's methods.
+/// Struct fields: struct → field → the field's type.
+type Fields = HashMap<String, HashMap<String, String>>;
+
+/// The workspace's methods and struct fields.
 #[derive(Default)]
 struct Methods {
-    /// By name: (the implementing type, the function).
-    by_name: HashMap<String, Vec<(String, usize)>>,
-    /// Types with methods or fields in the workspace.
-    types: std::collections::HashSet<String>,
+    /// By type, then name: the functions.
+    by_type: HashMap<String, HashMap<String, Vec<usize>>>,
+    /// By name, for receivers of unknown type: every impl, when at most `MAX_GUESSES`
+    /// types have one and the name is not an everyday one.
+    by_name: HashMap<String, Vec<usize>>,
+    /// Struct fields.
+    fields: Fields,
 }
 
 /// A method call whose receiver's type is unknown is resolved by name only when at most
@@ -201,7 +222,7 @@ const MAX_GUESSES: usize = 4;
 
 /// Method names std and the common crates use everywhere: a call of one of these on a
 /// receiver of unknown type is far more likely theirs than ours.
-const EVERYDAY_METHODS: &[&str] = &[
+pub(crate) const EVERYDAY_METHODS: &[&str] = &[
     "new",
     "default",
     "from",
@@ -335,6 +356,7 @@ impl Index {
             fn_sites: Vec::new(),
             fn_types: BTreeMap::new(),
             orm_accesses: Vec::new(),
+            item_fn: Vec::new(),
             lookups: RefCell::new(HashMap::new()),
             glob_memo: RefCell::new(HashMap::new()),
             glob_index_memo: RefCell::new(HashMap::new()),
@@ -683,48 +705,60 @@ impl Index {
 
     /// The function nodes of every unit.
     fn collect_fns(&mut self) {
+        self.item_fn = vec![Vec::new(); self.modules.len()];
         for (m, module) in self.modules.iter().enumerate() {
             if !module.is_unit {
                 continue;
             }
             let sc = &self.files[module.file].facts.scopes[module.scope];
-            for it in sc.items.iter().filter(|it| it.kind == ItemKind::Fn) {
+            let mut of_item = vec![None; sc.items.len()];
+            for (i, it) in sc.items.iter().enumerate().filter(|(_, it)| it.kind == ItemKind::Fn) {
                 let key = (m, it.name.clone());
-                if !self.fn_of.contains_key(&key) {
-                    self.fn_of.insert(key, self.fns.len());
+                let id = *self.fn_of.entry(key).or_insert_with(|| {
                     self.fns.push(FnNode { module: m, name: it.name.clone(), line: it.line });
-                }
+                    self.fns.len() - 1
+                });
+                of_item[i] = Some(id);
             }
+            self.item_fn[m] = of_item;
         }
     }
 
     /// The function a fact of module `m` is in, from its owner (an index into the
     /// scope's items).
     fn owner_fn(&self, m: usize, owner: Option<usize>) -> Option<usize> {
-        let sc = &self.files[self.modules[m].file].facts.scopes[self.modules[m].scope];
-        let it = sc.items.get(owner?)?;
-        self.fn_of.get(&(m, it.name.clone())).copied()
+        self.item_fn.get(m)?.get(owner?).copied().flatten()
     }
 
-    /// Methods by name → (type, function), and struct fields (struct, field) → type.
-    fn method_index(&self) -> (Methods, HashMap<(String, String), String>) {
-        let mut methods = Methods::default();
+    /// What a call of function `f` is, as a person reads it: `calls db::users::find`.
+    pub(crate) fn call_evidence(&self, f: usize) -> String {
+        format!("calls {}", self.describe(&Target::Item(self.fns[f].module, self.fns[f].name.clone(), ItemKind::Fn)))
+    }
+
+    /// The workspace's methods and struct fields.
+    fn method_index(&self) -> Methods {
+        let mut m = Methods::default();
+        let mut named: HashMap<&str, Vec<(&str, usize)>> = HashMap::new();
         for (i, f) in self.fns.iter().enumerate() {
             if let Some((ty, name)) = f.name.rsplit_once("::") {
-                methods.by_name.entry(name.to_string()).or_default().push((ty.to_string(), i));
-                methods.types.insert(ty.to_string());
+                m.by_type.entry(ty.to_string()).or_default().entry(name.to_string()).or_default().push(i);
+                named.entry(name).or_default().push((ty, i));
             }
         }
-        let mut fields = HashMap::new();
+        for (name, cands) in named {
+            let types: BTreeSet<&str> = cands.iter().map(|c| c.0).collect();
+            if !EVERYDAY_METHODS.contains(&name) && types.len() <= MAX_GUESSES {
+                m.by_name.insert(name.to_string(), cands.iter().map(|c| c.1).collect());
+            }
+        }
         for file in &self.files {
             for sc in &file.facts.scopes {
                 for (st, field, ty) in &sc.fields {
-                    fields.entry((st.clone(), field.clone())).or_insert_with(|| ty.clone());
-                    methods.types.insert(st.clone());
+                    m.fields.entry(st.clone()).or_default().entry(field.clone()).or_insert_with(|| ty.clone());
                 }
             }
         }
-        (methods, fields)
+        m
     }
 
     /// The functions a method call may run, each with its share: the impls of the
@@ -732,47 +766,35 @@ impl Index {
     /// the workspace: a trait method, a `Deref`) every impl of a method of that name,
     /// when there are at most `MAX_GUESSES` types with one and the name is not one of
     /// std's everyday methods.
-    fn method_targets(
-        &self,
-        recv: &Recv,
-        method: &str,
-        methods: &Methods,
-        fields: &HashMap<(String, String), String>,
-    ) -> Vec<usize> {
-        fn ty_of(r: &Recv, fields: &HashMap<(String, String), String>) -> Option<String> {
+    fn method_targets(&self, recv: &Recv, method: &str, methods: &Methods) -> Vec<usize> {
+        fn ty_of<'a>(r: &'a Recv, fields: &'a Fields) -> Option<&'a str> {
             match r {
-                Recv::Ty(t) => Some(t.clone()),
-                Recv::Field(base, f) => fields.get(&(ty_of(base, fields)?, f.clone())).cloned(),
+                Recv::Ty(t) => Some(t),
+                Recv::Field(base, f) => fields.get(ty_of(base, fields)?)?.get(f).map(String::as_str),
                 Recv::Unknown => None,
             }
         }
-        let Some(cands) = methods.by_name.get(method) else { return Vec::new() };
-        let ty = ty_of(recv, fields);
-        if let Some(t) = &ty {
-            let exact: Vec<usize> = cands.iter().filter(|(ct, _)| ct == t).map(|c| c.1).collect();
-            if !exact.is_empty() {
-                return exact;
+        if let Some(t) = ty_of(recv, &methods.fields) {
+            if let Some(exact) = methods.by_type.get(t).and_then(|m| m.get(method)) {
+                return exact.clone();
             }
             // A type from outside the workspace (`PgPool::fetch_all`): nothing of ours runs.
-            if !methods.types.contains(t) {
+            if !methods.by_type.contains_key(t) && !methods.fields.contains_key(t) {
                 return Vec::new();
             }
         }
-        if EVERYDAY_METHODS.contains(&method) {
-            return Vec::new();
-        }
-        let types: BTreeSet<&str> = cands.iter().map(|c| c.0.as_str()).collect();
-        if types.len() > MAX_GUESSES { Vec::new() } else { cands.iter().map(|c| c.1).collect() }
+        methods.by_name.get(method).cloned().unwrap_or_default()
     }
 
     fn resolve_refs(&mut self) {
         self.collect_fns();
-        let (methods, fields) = self.method_index();
+        let methods = self.method_index();
         let mut calls: BTreeMap<(usize, usize), Vec<Evidence>> = BTreeMap::new();
         let mut types: BTreeMap<(usize, usize), BTreeSet<String>> = BTreeMap::new();
-        let mut fn_calls: BTreeMap<(usize, usize), f64> = BTreeMap::new();
+        // Hash maps while gathering (millions of sites on a big app), sorted at the end.
+        let mut fn_calls: HashMap<(usize, usize), f64> = HashMap::new();
         let mut fn_sites = Vec::new();
-        let mut fn_types: BTreeMap<usize, BTreeSet<(usize, String)>> = BTreeMap::new();
+        let mut fn_types: HashMap<usize, BTreeSet<(usize, String)>> = HashMap::new();
         let mut orm = Vec::new();
         for m in 0..self.modules.len() {
             if !self.modules[m].is_unit {
@@ -792,16 +814,12 @@ impl Index {
                     let tm = self.fns[t].module;
                     // Dependencies are evidence a person checks: only calls known to go there.
                     if targets.len() == 1 {
-                        let what = format!(
-                            "calls {}",
-                            self.describe(&Target::Item(tm, self.fns[t].name.clone(), ItemKind::Fn))
-                        );
-                        let ev = Evidence { file: f.rel.clone(), line, what };
                         if let Some(from) = from {
-                            fn_sites.push((from, t, ev.clone()));
+                            fn_sites.push(FnSite { from, to: t, module: m, line });
                         }
                         if tm != m {
-                            calls.entry((m, tm)).or_default().push(ev);
+                            let what = self.call_evidence(t);
+                            calls.entry((m, tm)).or_default().push(Evidence { file: f.rel.clone(), line, what });
                         }
                     }
                 }
@@ -829,11 +847,8 @@ impl Index {
                     (RefKind::Call | RefKind::Value, ItemKind::Type) if r.segs.len() >= 2 => {
                         // `Type::method(..)` with the method in another module's impl block.
                         let method = r.segs.last().map(String::as_str).unwrap_or("");
-                        let targets: Vec<usize> = methods
-                            .by_name
-                            .get(method)
-                            .map(|c| c.iter().filter(|(t, _)| *t == name).map(|c| c.1).collect())
-                            .unwrap_or_default();
+                        let targets: Vec<usize> =
+                            methods.by_type.get(&name).and_then(|ms| ms.get(method)).cloned().unwrap_or_default();
                         call(from, &targets, r.line);
                         if let Some(from) = from {
                             fn_types.entry(from).or_default().insert((tm, name.clone()));
@@ -853,7 +868,7 @@ impl Index {
                 }
             }
             for mc in &sc.method_calls {
-                let targets = self.method_targets(&mc.recv, &mc.method, &methods, &fields);
+                let targets = self.method_targets(&mc.recv, &mc.method, &methods);
                 if !targets.is_empty() {
                     call(self.owner_fn(m, mc.owner), &targets, mc.line);
                 }
@@ -864,10 +879,10 @@ impl Index {
         }
         self.calls = calls;
         self.types = types;
-        fn_sites.sort_by(|a, b| (a.0, a.1, &a.2).cmp(&(b.0, b.1, &b.2)));
-        self.fn_calls = fn_calls;
+        fn_sites.sort();
+        self.fn_calls = fn_calls.into_iter().collect();
         self.fn_sites = fn_sites;
-        self.fn_types = fn_types;
+        self.fn_types = fn_types.into_iter().collect();
         self.orm_accesses = orm;
     }
 

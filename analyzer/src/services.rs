@@ -752,7 +752,8 @@ pub(crate) fn report(
         // Registering a handler on a router is wiring, not a call that becomes remote.
         let routers: BTreeSet<(usize, &str)> =
             ix.endpoints.iter().filter_map(|e| e.router.as_ref().map(|(m, f)| (*m, f.as_str()))).collect();
-        for (a, b, ev) in &ix.fn_sites {
+        for site in &ix.fn_sites {
+            let (a, b) = (&site.from, &site.to);
             let caller = &ix.fns[*a];
             let callee = &ix.fns[*b];
             if routers.contains(&(caller.module, caller.name.as_str()))
@@ -764,7 +765,8 @@ pub(crate) fn report(
             if sa != sb {
                 let d = deps.entry((sa, sb)).or_default();
                 d.0 += 1;
-                d.2.insert(ev.clone());
+                let file = ix.files[ix.modules[site.module].file].rel.clone();
+                d.2.insert(Evidence { file, line: site.line, what: ix.call_evidence(*b) });
             }
         }
     } else {
