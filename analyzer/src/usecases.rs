@@ -254,7 +254,8 @@ pub(crate) fn cluster(ix: &Index, resolution: f64) -> UseCases {
                 norms[n][f.kind()] += (s * idf).powi(2);
             }
         }
-        let mut dots: BTreeMap<(usize, usize), [f64; KINDS]> = BTreeMap::new();
+        // Summed in postings order (so the same every run), keyed by hash for speed.
+        let mut dots: std::collections::HashMap<(usize, usize), [f64; KINDS]> = std::collections::HashMap::new();
         for (f, list) in &postings {
             if list.len() < 2 || list.len() > max_df {
                 continue;
