@@ -634,10 +634,11 @@ impl<'ast> Visit<'ast> for Extractor<'_> {
 
     fn visit_expr_method_call(&mut self, m: &'ast syn::ExprMethodCall) {
         let recv = self.recv_of(&m.receiver);
-        let method = m.method.to_string();
-        // `x.unwrap()`, `v.iter()` on a receiver of unknown type resolve to nothing: not kept.
-        if recv != Recv::Unknown || !crate::index::EVERYDAY_METHODS.contains(&method.as_str()) {
-            let (line, owner) = (line_of(m.method.span()), self.owner);
+        // `x.unwrap()`, `v.iter()` on a receiver of unknown type resolve to nothing: not kept
+        // (checked before anything is allocated: most method calls are these).
+        let everyday = || crate::index::EVERYDAY_METHODS.iter().any(|e| m.method == e);
+        if recv != Recv::Unknown || !everyday() {
+            let (method, line, owner) = (m.method.to_string(), line_of(m.method.span()), self.owner);
             self.cur().method_calls.push(MethodCall { recv, method, line, owner });
         }
         visit::visit_expr_method_call(self, m);

@@ -1181,6 +1181,12 @@ impl Index {
         self.endpoints = out.into_iter().collect();
     }
 
+    /// The bulk of the index (files and their facts, modules, the function graph), to
+    /// be freed elsewhere; the memos, which cannot leave this thread, are dropped here.
+    pub(crate) fn into_bulk(self) -> impl Send {
+        (self.files, self.modules, self.fns, self.fn_of, self.fn_calls, self.fn_sites, self.fn_types, self.calls)
+    }
+
     /// `crate::module::fn` for a function of a module.
     pub(crate) fn qualified(&self, m: usize, name: &str) -> String {
         format!("{}::{}", self.modules[m].id, name)

@@ -131,6 +131,9 @@ pub fn analyze_with_progress(
     progress(Stage::Clustering);
     let mut report = services::report(&project, &index, &history, opts, diags);
     report.stats.elapsed_ms = start.elapsed().as_millis() as u64;
+    // Freeing millions of facts takes a while: let another thread do it.
+    let bulk = index.into_bulk();
+    let _ = std::thread::Builder::new().name("ficus-drop".into()).spawn(move || drop(bulk));
     Ok(report)
 }
 

@@ -259,6 +259,54 @@ const ROUTER_METHODS: &[&str] = &[
     "at",
 ];
 
+/// Macros that never register routes.
+const PLAIN_MACROS: &[&str] = &[
+    "format",
+    "format_args",
+    "println",
+    "print",
+    "eprintln",
+    "eprint",
+    "write",
+    "writeln",
+    "vec",
+    "panic",
+    "matches",
+    "json",
+    "info",
+    "debug",
+    "warn",
+    "error",
+    "trace",
+    "event",
+    "span",
+    "query",
+    "query_as",
+    "query_scalar",
+    "concat",
+    "include_str",
+    "include_bytes",
+    "env",
+    "todo",
+    "unimplemented",
+    "unreachable",
+    "dbg",
+    "bail",
+    "anyhow",
+    "ensure",
+    "select",
+    "join",
+    "pin",
+    "try_join",
+    "lazy_static",
+    "thread_local",
+    "cfg",
+    "stringify",
+    "line",
+    "file",
+    "column",
+];
+
 /// A cheap test that skips bodies with no router-building method at all.
 fn mentions_router(block: &syn::Block) -> bool {
     struct Finder(bool);
@@ -271,6 +319,14 @@ fn mentions_router(block: &syn::Block) -> bool {
             syn::visit::visit_expr_method_call(self, m);
         }
         fn visit_macro(&mut self, m: &'a syn::Macro) {
+            // std's and the logging crates' macros never build routers; reading a token
+            // stream copies it, and these are most of the macros in any body.
+            if m.path.segments.last().is_some_and(|s| {
+                let n = s.ident.to_string();
+                PLAIN_MACROS.contains(&n.as_str()) || n.starts_with("assert") || n.starts_with("debug_assert")
+            }) {
+                return;
+            }
             fn has(ts: proc_macro2::TokenStream) -> bool {
                 ts.into_iter().any(|t| match t {
                     proc_macro2::TokenTree::Ident(i) => ROUTER_METHODS.contains(&i.to_string().as_str()),

@@ -329,8 +329,13 @@ fn model(project: &Project, ix: &Index, history: &Coupling, opts: &Options) -> M
         graph.add(e.source().index(), e.target().index(), *e.weight());
     }
     let multi = project.crates.len() > 1;
-    let mut part = cluster::partition(&graph, opts.resolution, opts.services);
-    let uc = usecases::cluster(ix, opts.resolution);
+    // The two views are independent: the use-case view is clustered on a second thread.
+    let input = usecases::Input::of(ix);
+    let (mut part, uc) = std::thread::scope(|s| {
+        let uc = s.spawn(|| usecases::cluster(&input, opts.resolution));
+        let part = cluster::partition(&graph, opts.resolution, opts.services);
+        (part, uc.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+    });
     let by_module: Vec<usize> =
         ix.endpoints.iter().map(|e| unit_of[e.module].map_or(usize::MAX, |u| part[u])).collect();
     let agree = cluster::adjusted_rand(&by_module, &uc.endpoint_cluster);

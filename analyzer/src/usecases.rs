@@ -24,10 +24,37 @@
 //! times the requested resolution). Each function reached by slices then votes for the
 //! clusters that reach it; `services` places modules and functions by those votes.
 
-use std::collections::BTreeMap;
-
 use crate::cluster::{self, Graph};
-use crate::index::Index;
+use std::collections::BTreeMap;
+use std::collections::{BTreeSet, HashMap};
+
+use crate::index::{Access, FoundEndpoint, Index, Module};
+
+/// What the use-case view reads of the `Index`: the parts that can go to another
+/// thread (the index's name-lookup memo cannot), so the view is computed while the
+/// module graph is clustered.
+pub(crate) struct Input<'a> {
+    modules: &'a [Module],
+    endpoints: &'a [FoundEndpoint],
+    fn_of: &'a HashMap<(usize, String), usize>,
+    fn_calls: &'a BTreeMap<(usize, usize), f64>,
+    fn_types: &'a BTreeMap<usize, BTreeSet<(usize, String)>>,
+    accesses: &'a [Access],
+}
+
+impl<'a> Input<'a> {
+    /// The parts of `ix` the use-case view reads.
+    pub(crate) fn of(ix: &'a Index) -> Self {
+        Input {
+            modules: &ix.modules,
+            endpoints: &ix.endpoints,
+            fn_of: &ix.fn_of,
+            fn_calls: &ix.fn_calls,
+            fn_types: &ix.fn_types,
+            accesses: &ix.accesses,
+        }
+    }
+}
 
 /// How deep a slice follows calls from its handler.
 const SLICE_DEPTH: usize = 4;
@@ -160,13 +187,13 @@ fn resources(paths: &[&str]) -> Vec<Vec<String>> {
 }
 
 /// Clusters the endpoints of `ix` by their slices.
-pub(crate) fn cluster(ix: &Index, resolution: f64) -> UseCases {
+pub(crate) fn cluster(ix: &Input<'_>, resolution: f64) -> UseCases {
     let mut out_edges: BTreeMap<usize, Vec<(usize, f64)>> = BTreeMap::new();
-    for (&(a, b), &w) in &ix.fn_calls {
+    for (&(a, b), &w) in ix.fn_calls {
         out_edges.entry(a).or_default().push((b, w));
     }
     let mut fn_tables: BTreeMap<usize, BTreeMap<&str, bool>> = BTreeMap::new();
-    for a in &ix.accesses {
+    for a in ix.accesses {
         if let Some(f) = a.owner {
             *fn_tables.entry(f).or_default().entry(a.table.as_str()).or_default() |= a.write;
         }
