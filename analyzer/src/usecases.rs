@@ -125,7 +125,7 @@ pub(crate) struct UseCases {
 }
 
 /// What a handler's slice reaches: function → strength (1 for the handler, 1/depth below).
-pub(crate) fn slice(out_edges: &BTreeMap<usize, Vec<(usize, f64)>>, handler: usize) -> BTreeMap<usize, f64> {
+fn slice(out_edges: &BTreeMap<usize, Vec<(usize, f64)>>, handler: usize) -> BTreeMap<usize, f64> {
     let mut reach: BTreeMap<usize, f64> = BTreeMap::new();
     reach.insert(handler, 1.0);
     let mut frontier = vec![handler];
