@@ -433,7 +433,8 @@ fn use_case_units(
             any_kernel = true;
         }
     }
-    // Units no slice reaches: label propagation over the unit graph, a few rounds.
+    // Units no slice reaches: label propagation over the unit graph, a few rounds, a
+    // unit joining the service holding at least `MAJORITY` of its ties.
     let mut adj: Vec<Vec<(usize, f64)>> = vec![Vec::new(); units.len()];
     for &(a, b, w) in &g.edges {
         if a != b {
@@ -448,13 +449,16 @@ fn use_case_units(
             if snapshot[u] != NONE {
                 continue;
             }
+            // The share is of all the unit's ties (to unplaced units and the kernel too), so
+            // infrastructure tied to many places does not cascade into one service.
             let mut by: BTreeMap<usize, f64> = BTreeMap::new();
+            let mut total = 0.0;
             for &(v, w) in &adj[u] {
+                total += w;
                 if snapshot[v] != NONE && snapshot[v] != kernel {
                     *by.entry(snapshot[v]).or_default() += w;
                 }
             }
-            let total: f64 = by.values().sum();
             if let Some((&c, &w)) = by.iter().max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(a.0)))
                 && w / total >= MAJORITY
             {
