@@ -287,7 +287,7 @@ const WRAPPERS: &[&str] = &[
 ];
 
 /// The name of the type a value of type `ty` really is: `&State<Arc<AppState>>` → `AppState`.
-pub(crate) fn type_name(ty: &syn::Type) -> Option<String> {
+fn type_name(ty: &syn::Type) -> Option<String> {
     match ty {
         syn::Type::Reference(r) => type_name(&r.elem),
         syn::Type::Paren(p) => type_name(&p.elem),
@@ -395,6 +395,15 @@ impl Extractor<'_> {
         self.env = saved_env;
     }
 
+    /// A value of the type named `ty` (`Self` is the impl's type).
+    fn named(&self, ty: String) -> Recv {
+        match (ty.as_str(), &self.self_ty) {
+            ("Self", Some(t)) => Recv::Ty(t.clone()),
+            ("Self", None) => Recv::Unknown,
+            _ => Recv::Ty(ty),
+        }
+    }
+
     /// What an expression's type is, as far as syntax tells.
     fn recv_of(&self, e: &Expr) -> Recv {
         match e {
@@ -407,25 +416,16 @@ impl Extractor<'_> {
                 (syn::Member::Named(n), base) => Recv::Field(Box::new(base), n.to_string()),
                 _ => Recv::Unknown,
             },
-            Expr::MethodCall(m) if PASS_THROUGH.contains(&m.method.to_string().as_str()) => self.recv_of(&m.receiver),
+            Expr::MethodCall(m) if PASS_THROUGH.iter().any(|p| m.method == p) => self.recv_of(&m.receiver),
             Expr::Call(c) => match &*c.func {
                 // `Type::new(..)`, `Type::connect(..)`: constructors most often return `Self`.
                 Expr::Path(p) if p.path.segments.len() >= 2 => {
                     let ty = p.path.segments[p.path.segments.len() - 2].ident.to_string();
-                    if ty.starts_with(|c: char| c.is_ascii_uppercase()) && ty != "Self" {
-                        Recv::Ty(ty)
-                    } else if ty == "Self" {
-                        self.self_ty.clone().map_or(Recv::Unknown, Recv::Ty)
-                    } else {
-                        Recv::Unknown
-                    }
+                    if ty.starts_with(|c: char| c.is_ascii_uppercase()) { self.named(ty) } else { Recv::Unknown }
                 }
                 _ => Recv::Unknown,
             },
-            Expr::Struct(s) => {
-                let ty = last_seg(&s.path);
-                if ty == "Self" { self.self_ty.clone().map_or(Recv::Unknown, Recv::Ty) } else { Recv::Ty(ty) }
-            }
+            Expr::Struct(s) => self.named(last_seg(&s.path)),
             Expr::Paren(p) => self.recv_of(&p.expr),
             Expr::Reference(r) => self.recv_of(&r.expr),
             Expr::Unary(u) => self.recv_of(&u.expr),

@@ -115,8 +115,10 @@ pub(crate) struct FoundEndpoint {
     pub line: usize,
     /// Module index of the unit holding it.
     pub module: usize,
+    /// The handler's function (an index into `Index::fns`), when it is one of ours.
+    pub handler_fn: Option<usize>,
     /// The router-building function that registered it, when one did.
-    pub router: Option<(usize, String)>,
+    pub router: Option<usize>,
 }
 
 /// One read or write of a table by a unit.
@@ -1040,20 +1042,9 @@ impl Index {
                     });
                 }
             }
-            for (_, path) in &sc.uses {
+            // `use schema::users::dsl::*;` and the like read the table.
+            for path in sc.uses.iter().map(|(_, p)| p).chain(&sc.globs) {
                 if let Some(t) = diesel_table(path) {
-                    accesses.push(Access {
-                        module: m,
-                        table: t,
-                        write: false,
-                        file: f.rel.clone(),
-                        line: 0,
-                        owner: None,
-                    });
-                }
-            }
-            for g in &sc.globs {
-                if let Some(t) = diesel_table(g) {
                     accesses.push(Access {
                         module: m,
                         table: t,
@@ -1151,6 +1142,7 @@ impl Index {
                     file: self.files[self.modules[key.0].file].rel.clone(),
                     line: a.line,
                     module: key.0,
+                    handler_fn: self.fn_of.get(key).copied(),
                     router: None,
                 });
             }
@@ -1211,7 +1203,7 @@ impl Expand<'_> {
     ) -> FoundEndpoint {
         let ix = self.ix;
         let m = key.0;
-        let router = Some(key.clone());
+        let router = ix.fn_of.get(key).copied();
         let resolved = handler.and_then(|h| ix.fn_target(m, h));
         match resolved {
             Some((hm, name)) => FoundEndpoint {
@@ -1219,8 +1211,9 @@ impl Expand<'_> {
                 path: normalise_path(path),
                 handler: ix.qualified(hm, &name),
                 file: ix.files[ix.modules[hm].file].rel.clone(),
-                line: self.fn_lines.get(&(hm, name)).copied().unwrap_or(line),
+                line: self.fn_lines.get(&(hm, name.clone())).copied().unwrap_or(line),
                 module: hm,
+                handler_fn: ix.fn_of.get(&(hm, name)).copied(),
                 router,
             },
             None => FoundEndpoint {
@@ -1233,6 +1226,7 @@ impl Expand<'_> {
                 file: ix.files[ix.modules[m].file].rel.clone(),
                 line,
                 module: m,
+                handler_fn: None,
                 router,
             },
         }

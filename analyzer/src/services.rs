@@ -368,7 +368,7 @@ fn model(project: &Project, ix: &Index, history: &Coupling, opts: &Options) -> M
             "the module graph groups the endpoints unlike their use-case slices (ARI {agree:.2} < {VIEWS_AGREE}): the folders are layers, so services follow what each endpoint reaches"
         ),
     };
-    Model { units, unit_of, part, names, graph, kernel, endpoint_svc: uc.endpoint_cluster.clone(), fn_svc, view }
+    Model { units, unit_of, part, names, graph, kernel, endpoint_svc: uc.endpoint_cluster, fn_svc, view }
 }
 
 /// The units' services in the use-case view: each unit goes with the cluster whose
@@ -711,13 +711,13 @@ pub(crate) fn report(
             line: e.line,
         });
     }
-    let handlers: BTreeSet<&str> = ix.endpoints.iter().map(|e| e.handler.as_str()).collect();
+    let handlers: BTreeSet<usize> = ix.endpoints.iter().filter_map(|e| e.handler_fn).collect();
     for (&f, &(c, share)) in &md.fn_svc {
-        let node = &ix.fns[f];
-        let name = ix.qualified(node.module, &node.name);
-        if handlers.contains(name.as_str()) {
+        if handlers.contains(&f) {
             continue;
         }
+        let node = &ix.fns[f];
+        let name = ix.qualified(node.module, &node.name);
         services[c].functions.push(ServiceFunction {
             name,
             file: ix.files[ix.modules[node.module].file].rel.clone(),
@@ -746,36 +746,30 @@ pub(crate) fn report(
     // function placed where it went (a handler with its endpoint), else with its unit.
     let mut deps: BTreeMap<(String, String), DepAcc> = BTreeMap::new();
     if md.view.used == USE_CASES {
-        let mut handler_svc: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut handler_svc: BTreeMap<usize, usize> = BTreeMap::new();
         for (i, e) in ix.endpoints.iter().enumerate() {
-            handler_svc.entry(e.handler.as_str()).or_insert(md.endpoint_svc[i]);
+            if let Some(h) = e.handler_fn {
+                handler_svc.entry(h).or_insert(md.endpoint_svc[i]);
+            }
         }
         let svc_of_fn = |f: usize| -> Option<String> {
-            let node = &ix.fns[f];
-            let q = ix.qualified(node.module, &node.name);
-            match (handler_svc.get(q.as_str()), md.fn_svc.get(&f)) {
+            match (handler_svc.get(&f), md.fn_svc.get(&f)) {
                 (Some(&c), _) | (None, Some(&(c, _))) => Some(md.names[c].clone()),
-                (None, None) => svc_of_module(node.module),
+                (None, None) => svc_of_module(ix.fns[f].module),
             }
         };
         // Registering a handler on a router is wiring, not a call that becomes remote.
-        let routers: BTreeSet<(usize, &str)> =
-            ix.endpoints.iter().filter_map(|e| e.router.as_ref().map(|(m, f)| (*m, f.as_str()))).collect();
+        let routers: BTreeSet<usize> = ix.endpoints.iter().filter_map(|e| e.router).collect();
         for site in &ix.fn_sites {
-            let (a, b) = (&site.from, &site.to);
-            let caller = &ix.fns[*a];
-            let callee = &ix.fns[*b];
-            if routers.contains(&(caller.module, caller.name.as_str()))
-                && handler_svc.contains_key(ix.qualified(callee.module, &callee.name).as_str())
-            {
+            if routers.contains(&site.from) && handler_svc.contains_key(&site.to) {
                 continue;
             }
-            let (Some(sa), Some(sb)) = (svc_of_fn(*a), svc_of_fn(*b)) else { continue };
+            let (Some(sa), Some(sb)) = (svc_of_fn(site.from), svc_of_fn(site.to)) else { continue };
             if sa != sb {
                 let d = deps.entry((sa, sb)).or_default();
                 d.0 += 1;
                 let file = ix.files[ix.modules[site.module].file].rel.clone();
-                d.2.insert(Evidence { file, line: site.line, what: ix.call_evidence(*b) });
+                d.2.insert(Evidence { file, line: site.line, what: ix.call_evidence(site.to) });
             }
         }
     } else {

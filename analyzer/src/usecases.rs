@@ -24,19 +24,16 @@
 //! times the requested resolution). Each function reached by slices then votes for the
 //! clusters that reach it; `services` places modules and functions by those votes.
 
-use crate::cluster::{self, Graph};
-use std::collections::BTreeMap;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::index::{Access, FoundEndpoint, Index, Module};
+use crate::cluster::{self, Graph};
+use crate::index::{Access, FoundEndpoint, Index};
 
 /// What the use-case view reads of the `Index`: the parts that can go to another
 /// thread (the index's name-lookup memo cannot), so the view is computed while the
 /// module graph is clustered.
 pub(crate) struct Input<'a> {
-    modules: &'a [Module],
     endpoints: &'a [FoundEndpoint],
-    fn_of: &'a HashMap<(usize, String), usize>,
     fn_calls: &'a BTreeMap<(usize, usize), f64>,
     fn_types: &'a BTreeMap<usize, BTreeSet<(usize, String)>>,
     accesses: &'a [Access],
@@ -45,14 +42,7 @@ pub(crate) struct Input<'a> {
 impl<'a> Input<'a> {
     /// The parts of `ix` the use-case view reads.
     pub(crate) fn of(ix: &'a Index) -> Self {
-        Input {
-            modules: &ix.modules,
-            endpoints: &ix.endpoints,
-            fn_of: &ix.fn_of,
-            fn_calls: &ix.fn_calls,
-            fn_types: &ix.fn_types,
-            accesses: &ix.accesses,
-        }
+        Input { endpoints: &ix.endpoints, fn_calls: &ix.fn_calls, fn_types: &ix.fn_types, accesses: &ix.accesses }
     }
 }
 
@@ -87,7 +77,7 @@ enum Feature {
     TableWrite(String),
     TableRead(String),
     File(String),
-    Router(usize, String),
+    Router(usize),
     Dir(String),
     Resource(String),
     Resource2(String, String),
@@ -206,8 +196,7 @@ pub(crate) fn cluster(ix: &Input<'_>, resolution: f64) -> UseCases {
     let mut node_handler: Vec<Option<usize>> = Vec::new();
     let mut node_eps: Vec<Vec<usize>> = Vec::new();
     for (i, e) in ix.endpoints.iter().enumerate() {
-        let name = e.handler.strip_prefix(&format!("{}::", ix.modules[e.module].id)).unwrap_or(&e.handler);
-        let handler = ix.fn_of.get(&(e.module, name.to_string())).copied();
+        let handler = e.handler_fn;
         let key = match handler {
             Some(h) => (h, String::new()),
             None => (usize::MAX, format!("{i}")),
@@ -232,8 +221,8 @@ pub(crate) fn cluster(ix: &Input<'_>, resolution: f64) -> UseCases {
         for &i in &node_eps[n] {
             let e = &ix.endpoints[i];
             put(Feature::File(e.file.clone()), 1.0);
-            if let Some((rm, rf)) = &e.router {
-                put(Feature::Router(*rm, rf.clone()), 1.0);
+            if let Some(r) = e.router {
+                put(Feature::Router(r), 1.0);
             }
             if let Some((dir, _)) = e.file.rsplit_once('/') {
                 put(Feature::Dir(dir.to_string()), 1.0);
@@ -282,7 +271,7 @@ pub(crate) fn cluster(ix: &Input<'_>, resolution: f64) -> UseCases {
             }
         }
         // Summed in postings order (so the same every run), keyed by hash for speed.
-        let mut dots: std::collections::HashMap<(usize, usize), [f64; KINDS]> = std::collections::HashMap::new();
+        let mut dots: HashMap<(usize, usize), [f64; KINDS]> = HashMap::new();
         for (f, list) in &postings {
             if list.len() < 2 || list.len() > max_df {
                 continue;
