@@ -15,9 +15,11 @@
 pub mod cluster;
 mod discover;
 mod facts;
+pub mod guard;
 pub mod history;
 mod index;
 pub mod metrics;
+pub mod partition;
 pub mod plan;
 pub mod render;
 pub mod report;
@@ -25,6 +27,7 @@ mod routes;
 mod services;
 pub mod sql;
 mod syntax;
+mod unitfacts;
 mod usecases;
 
 use std::path::{Path, PathBuf};
@@ -34,6 +37,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 pub use report::*;
+pub use unitfacts::{Analysis, UnitAccess, UnitCalls, UnitFacts};
 
 /// Something the analysis could not fully read: a file that does not parse, SQL the
 /// parser does not understand, an unreadable manifest.
@@ -70,6 +74,9 @@ pub enum AnalyzeError {
     /// The worker threads could not be started.
     #[error("starting worker threads: {0}")]
     Threads(String),
+    /// The partition file does not fit the code.
+    #[error("the partition does not fit the code: {0}")]
+    Partition(String),
 }
 
 /// How to analyse.
@@ -81,11 +88,13 @@ pub struct Options {
     pub services: Option<usize>,
     /// Weigh change coupling from this many of the latest git commits.
     pub history: Option<usize>,
+    /// Describe this partition instead of clustering (`ficus … --partition FILE`).
+    pub partition: Option<partition::Partition>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { resolution: 1.0, services: None, history: None }
+        Options { resolution: 1.0, services: None, history: None, partition: None }
     }
 }
 
@@ -113,6 +122,12 @@ pub fn analyze_with_progress(
     opts: &Options,
     progress: &(dyn Fn(Stage) + Sync),
 ) -> Result<Report, AnalyzeError> {
+    analysis(path, opts, progress).map(|a| a.report)
+}
+
+/// [`analyze_with_progress`], returning the unit-level facts behind the report too
+/// (for the guard and the HTML report).
+pub fn analysis(path: &Path, opts: &Options, progress: &(dyn Fn(Stage) + Sync)) -> Result<Analysis, AnalyzeError> {
     let start = Instant::now();
     let mut diags = Vec::new();
     let project = discover::discover(path, &mut diags)?;
@@ -129,12 +144,13 @@ pub fn analyze_with_progress(
         None => Default::default(),
     };
     progress(Stage::Clustering);
-    let mut report = services::report(&project, &index, &history, opts, diags);
+    let (mut report, facts) =
+        services::report(&project, &index, &history, opts, diags).map_err(AnalyzeError::Partition)?;
     report.stats.elapsed_ms = start.elapsed().as_millis() as u64;
     // Freeing millions of facts takes a while: let another thread do it.
     let bulk = index.into_bulk();
     let _ = std::thread::Builder::new().name("ficus-drop".into()).spawn(move || drop(bulk));
-    Ok(report)
+    Ok(Analysis { report, facts })
 }
 
 /// Parse-only pass over the same files an analysis reads (for benchmarks): returns

@@ -32,6 +32,17 @@ pub struct RouteEntry {
     pub methods: Vec<String>,
 }
 
+/// What [`Plan::merge_routes`] changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MergeSummary {
+    /// Routes added.
+    pub added: usize,
+    /// Routes of the same name updated in place.
+    pub updated: usize,
+    /// An `[upstreams.NAME]` placeholder was added.
+    pub upstream_added: bool,
+}
+
 /// The plan for one service.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -129,6 +140,63 @@ impl Plan {
             s.push('\n');
         }
         s
+    }
+
+    /// Merges the service's routes into a `ficus.toml` (empty text for a new file),
+    /// keeping its comments and layout: a route of the same name is updated in place
+    /// (path, methods, upstream; its stage and percent stay as they are), a new one is
+    /// added at `stage`, and an `[upstreams.NAME]` placeholder is added when the file
+    /// has none for the service. Returns the text and what changed.
+    pub fn merge_routes(&self, existing: &str, stage: &str) -> Result<(String, MergeSummary), String> {
+        use toml_edit::{ArrayOfTables, DocumentMut, Item, Table, value};
+        let mut doc: DocumentMut = existing.parse().map_err(|e: toml_edit::TomlError| e.to_string())?;
+        let mut summary = MergeSummary::default();
+        if doc.get("version").is_none() {
+            doc.insert("version", value(1));
+        }
+        let name = self.service.name.as_str();
+        let upstreams = doc.entry("upstreams").or_insert_with(|| {
+            let mut t = Table::new();
+            t.set_implicit(true);
+            Item::Table(t)
+        });
+        let upstreams = upstreams.as_table_mut().ok_or("`upstreams` is not a table")?;
+        if !upstreams.contains_key(name) {
+            let mut t = Table::new();
+            t.insert("addrs", value(toml_edit::Array::from_iter(["127.0.0.1:3101"])));
+            t.insert("health", value("/healthz"));
+            t.decor_mut()
+                .set_prefix(format!("\n# Added by `ficus plan --routes-out`: point addrs at the {name} service.\n"));
+            upstreams.insert(name, Item::Table(t));
+            summary.upstream_added = true;
+        }
+        let routes = doc.entry("routes").or_insert_with(|| Item::ArrayOfTables(ArrayOfTables::new()));
+        let routes = routes.as_array_of_tables_mut().ok_or("`routes` is not an array of [[routes]] tables")?;
+        for r in &self.routes {
+            let existing = routes.iter_mut().find(|t| t.get("name").and_then(Item::as_str) == Some(r.name.as_str()));
+            let (t, fresh) = match existing {
+                Some(t) => (t, false),
+                None => {
+                    routes.push(Table::new());
+                    (routes.iter_mut().last().expect("just pushed"), true)
+                }
+            };
+            t.insert("name", value(&r.name));
+            t.insert("path", value(&r.path));
+            if r.methods.is_empty() {
+                t.remove("methods");
+            } else {
+                t.insert("methods", value(toml_edit::Array::from_iter(r.methods.iter().map(String::as_str))));
+            }
+            t.insert("upstream", value(name));
+            if fresh {
+                t.insert("stage", value(stage));
+                summary.added += 1;
+            } else {
+                summary.updated += 1;
+            }
+        }
+        Ok((doc.to_string(), summary))
     }
 
     /// The plan as text (Markdown).

@@ -6,6 +6,7 @@
 use std::fmt::Write as _;
 
 use crate::report::Report;
+use crate::unitfacts::Analysis;
 
 /// The report as pretty JSON, ending with a newline.
 pub fn json(r: &Report) -> String {
@@ -86,77 +87,133 @@ fn h(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-/// A self-contained HTML page: metrics, services with their endpoints and tables,
-/// dependencies with evidence, shared tables.
-pub fn html(r: &Report) -> String {
-    let mut s = String::new();
-    let _ = write!(
-        s,
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>ficus analyze: {root}</title>\n<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 6px;text-align:left}}</style></head><body>\n<h1>{root}</h1>\n<p>{files} files, {lines} lines, {errs} parse errors. {n} services; modularity {q}, SM {sm}, ICP {icp}, IFN {ifn}, NED {ned}.</p>\n",
+/// Evidence kept per pair of units (or per table access) in the HTML page's data.
+const PAGE_EVIDENCE: usize = 3;
+
+/// The service graph's drawing area, in SVG units.
+const WIDTH: f32 = 1000.0;
+const HEIGHT: f32 = 640.0;
+
+/// Where each service is drawn (`(x, y)` in `report.services` order), laid out at
+/// report time by a force-directed simulation (force_graph): services that depend on
+/// each other are pulled together, all repel. Deterministic: fixed start on a circle,
+/// fixed steps. The shared kernel is set apart, below the others.
+pub fn layout(r: &Report) -> Vec<(f32, f32)> {
+    use force_graph::{EdgeData, ForceGraph, NodeData};
+    let n = r.services.len();
+    let mut pos = vec![(WIDTH / 2.0, HEIGHT / 2.0); n];
+    let others: Vec<usize> = (0..n).filter(|&i| !r.services[i].kernel).collect();
+    let mut g = <ForceGraph>::new(Default::default());
+    let mut idx = vec![None; n];
+    for (k, &i) in others.iter().enumerate() {
+        let a = k as f32 / others.len().max(1) as f32 * std::f32::consts::TAU;
+        let mass = 10.0 + (r.services[i].lines as f32).sqrt() / 4.0;
+        idx[i] = Some(g.add_node(NodeData { x: 400.0 * a.cos(), y: 300.0 * a.sin(), mass, ..Default::default() }));
+    }
+    let by_name: std::collections::BTreeMap<&str, usize> =
+        r.services.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
+    for d in &r.dependencies {
+        if let (Some(&a), Some(&b)) = (by_name.get(d.from.as_str()), by_name.get(d.to.as_str()))
+            && let (Some(x), Some(y)) = (idx[a], idx[b])
+        {
+            g.add_edge(x, y, EdgeData::default());
+        }
+    }
+    for _ in 0..400 {
+        g.update(0.02);
+    }
+    let mut xy = Vec::new();
+    g.visit_nodes(|node| xy.push((node.index(), node.x(), node.y())));
+    let (min_x, max_x) = xy.iter().fold((f32::MAX, f32::MIN), |(lo, hi), p| (lo.min(p.1), hi.max(p.1)));
+    let (min_y, max_y) = xy.iter().fold((f32::MAX, f32::MIN), |(lo, hi), p| (lo.min(p.2), hi.max(p.2)));
+    // Fit into the area above the kernel's band, keeping a margin for the labels.
+    let scale = |v: f32, lo: f32, hi: f32, from: f32, to: f32| {
+        if hi - lo < 1.0 { (from + to) / 2.0 } else { from + (v - lo) / (hi - lo) * (to - from) }
+    };
+    for (i, slot) in idx.iter().enumerate() {
+        let Some(node) = slot else { continue };
+        if let Some(p) = xy.iter().find(|p| p.0 == *node) {
+            let x = scale(p.1, min_x, max_x, 90.0, WIDTH - 90.0);
+            let y = scale(p.2, min_y, max_y, 70.0, HEIGHT - 160.0);
+            pos[i] = ((x * 10.0).round() / 10.0, (y * 10.0).round() / 10.0);
+        }
+    }
+    for (i, s) in r.services.iter().enumerate() {
+        if s.kernel {
+            pos[i] = (WIDTH / 2.0, HEIGHT - 50.0);
+        }
+    }
+    pos
+}
+
+/// The data the HTML page works on: the report, the layout, and the unit-level facts
+/// its what-if needs (calls and table accesses per unit, with a little evidence each).
+fn page_data(a: &Analysis) -> serde_json::Value {
+    use serde_json::json;
+    let r = &a.report;
+    let calls: Vec<serde_json::Value> = a
+        .facts
+        .calls
+        .iter()
+        .map(|c| json!([c.from, c.to, c.sites.len(), c.sites.iter().take(PAGE_EVIDENCE).collect::<Vec<_>>()]))
+        .collect();
+    // Accesses grouped by (unit, table, write), each with its count and first sites.
+    type Sites<'a> = Vec<(&'a str, usize)>;
+    let mut acc: std::collections::BTreeMap<(usize, &str, bool), Sites<'_>> = Default::default();
+    for x in &a.facts.accesses {
+        acc.entry((x.unit, x.table.as_str(), x.write)).or_default().push((x.file.as_str(), x.line));
+    }
+    let accesses: Vec<serde_json::Value> = acc
+        .into_iter()
+        .map(|((u, t, w), sites)| {
+            let ev: Vec<serde_json::Value> =
+                sites.iter().take(PAGE_EVIDENCE).map(|(f, l)| json!({"file": f, "line": l})).collect();
+            json!([u, t, w, sites.len(), ev])
+        })
+        .collect();
+    let edges: Vec<serde_json::Value> =
+        a.facts.edges.iter().map(|&(x, y, w)| json!([x, y, (w * 1e6).round() / 1e6])).collect();
+    let mut report = serde_json::to_value(r).unwrap_or_default();
+    // The page lists the diagnostics' count; the JSON report has them all.
+    if let Some(d) = report.get_mut("diagnostics") {
+        *d = json!(r.diagnostics.iter().take(50).collect::<Vec<_>>());
+    }
+    json!({
+        "report": report,
+        "diagnostics": r.diagnostics.len(),
+        "layout": layout(r),
+        "size": [WIDTH, HEIGHT],
+        "calls": calls,
+        "accesses": accesses,
+        "edges": edges,
+        "partition_version": crate::partition::VERSION,
+    })
+}
+
+/// The page's script and style, ours and small (no library, no network).
+const PAGE_JS: &str = include_str!("report.js");
+const PAGE_CSS: &str = include_str!("report.css");
+
+/// A self-contained HTML page (no network at view time; works from `file://`): the
+/// service graph drawn as SVG, a panel with a service's endpoints, tables, units,
+/// functions, dependencies with evidence and place in the extraction order, and a
+/// what-if that moves units between services, recomputes the metrics and the
+/// dependencies, and exports the edited partition for `ficus plan --partition`.
+pub fn html(a: &Analysis) -> String {
+    let r = &a.report;
+    // `</` would end the script element early; JSON allows `<\/` for `</`.
+    let data = page_data(a).to_string().replace("</", "<\\/");
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>ficus analyze: {root}</title>\n<style>\n{css}</style></head>\n<body>\n<header><h1>{root}</h1><p id=\"summary\">{files} files, {lines} lines, {eps} endpoints, {tables} tables; {n} services ({view} view).</p>\n<div id=\"metrics\"></div><div id=\"whatif\"></div></header>\n<main><section id=\"graph-pane\"><noscript>The service graph needs JavaScript; the JSON report (--format json) has the same data.</noscript></section>\n<aside id=\"details\"><p>Click a service or a dependency.</p></aside></main>\n<script type=\"application/json\" id=\"ficus-data\">{data}</script>\n<script>\n{js}</script>\n</body></html>\n",
         root = h(&r.root),
+        css = PAGE_CSS,
         files = r.stats.files,
         lines = r.stats.lines,
-        errs = r.stats.parse_errors,
-        n = r.metrics.services,
-        q = r.metrics.modularity,
-        sm = r.metrics.sm,
-        icp = r.metrics.icp,
-        ifn = r.metrics.ifn,
-        ned = r.metrics.ned
-    );
-    s.push_str("<h2>Extraction order</h2><ol>\n");
-    for e in &r.extraction_order {
-        let _ = writeln!(s, "<li><b>{}</b>: {}</li>", h(&e.service), h(&e.why));
-    }
-    s.push_str("</ol>\n<h2>Services</h2>\n");
-    for svc in &r.services {
-        let _ = writeln!(
-            s,
-            "<h3>{}</h3><p>owns: {} &middot; reads: {}</p><ul>",
-            h(&svc.name),
-            h(&svc.tables.owns.join(", ")),
-            h(&svc.tables.reads.join(", "))
-        );
-        for u in &svc.units {
-            let _ = writeln!(s, "<li><code>{}</code> ({})</li>", h(&u.id), h(&u.file));
-        }
-        s.push_str("</ul><table><tr><th>method</th><th>path</th><th>handler</th></tr>\n");
-        for e in &svc.endpoints {
-            let _ = writeln!(
-                s,
-                "<tr><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
-                h(&e.method),
-                h(&e.path),
-                h(&e.handler)
-            );
-        }
-        s.push_str("</table>\n");
-    }
-    s.push_str(
-        "<h2>Dependencies</h2><table><tr><th>from</th><th>to</th><th>calls</th><th>tables</th><th>evidence</th></tr>\n",
-    );
-    for d in &r.dependencies {
-        let ev: Vec<String> = d.evidence.iter().map(|e| format!("{}:{} {}", h(&e.file), e.line, h(&e.what))).collect();
-        let _ = writeln!(
-            s,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            h(&d.from),
-            h(&d.to),
-            d.calls,
-            h(&d.tables.join(", ")),
-            ev.join("<br>")
-        );
-    }
-    s.push_str("</table>\n<h2>Shared tables</h2><table><tr><th>table</th><th>writers</th><th>readers</th></tr>\n");
-    for t in &r.shared_tables {
-        let _ = writeln!(
-            s,
-            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-            h(&t.table),
-            h(&t.writers.join(", ")),
-            h(&t.readers.join(", "))
-        );
-    }
-    s.push_str("</table>\n</body></html>\n");
-    s
+        eps = r.endpoints.len(),
+        tables = r.tables.len(),
+        n = r.services.len(),
+        view = h(&r.view.used),
+        data = data,
+        js = PAGE_JS,
+    )
 }

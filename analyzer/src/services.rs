@@ -28,7 +28,9 @@ use crate::discover::Project;
 use crate::history::Coupling;
 use crate::index::Index;
 use crate::metrics;
+use crate::partition;
 use crate::report::*;
+use crate::unitfacts::{UnitAccess, UnitCalls, UnitFacts};
 use crate::usecases;
 use crate::{Diagnostic, Options};
 
@@ -308,6 +310,8 @@ fn name_services(
 /// The names of the two views.
 const MODULES: &str = "modules";
 const USE_CASES: &str = "use-cases";
+/// The view of a partition file (`Options::partition`).
+const PARTITION: &str = "partition";
 
 /// Above this agreement (ARI) between the endpoints' partition by the module graph and
 /// by their use-case slices, the module tree already is the capabilities: keep it.
@@ -316,7 +320,7 @@ const VIEWS_AGREE: f64 = 0.7;
 /// reached by several with none holding it, it is shared kernel.
 const MAJORITY: f64 = 0.5;
 
-fn model(project: &Project, ix: &Index, history: &Coupling, opts: &Options) -> Model {
+fn model(project: &Project, ix: &Index, history: &Coupling, opts: &Options) -> Result<Model, String> {
     let mut units: Vec<usize> = (0..ix.modules.len()).filter(|&m| ix.modules[m].is_unit).collect();
     units.sort_by(|&a, &b| ix.modules[a].id.cmp(&ix.modules[b].id));
     let mut unit_of = vec![None; ix.modules.len()];
@@ -329,6 +333,21 @@ fn model(project: &Project, ix: &Index, history: &Coupling, opts: &Options) -> M
         graph.add(e.source().index(), e.target().index(), *e.weight());
     }
     let multi = project.crates.len() > 1;
+    if let Some(p) = &opts.partition {
+        let ids: Vec<&str> = units.iter().map(|&m| ix.modules[m].id.as_str()).collect();
+        let keys: Vec<String> = ix.endpoints.iter().map(|e| partition::endpoint_key(&e.method, &e.path)).collect();
+        let a = p.assign(&ids, &keys)?;
+        let endpoint_svc = ix
+            .endpoints
+            .iter()
+            .zip(&a.endpoints)
+            .map(|(e, placed)| placed.unwrap_or_else(|| unit_of[e.module].map_or(0, |u| a.part[u])))
+            .collect();
+        let kernel = a.kernel.map(|k| a.names[k].clone());
+        let view = View { used: PARTITION.into(), why: "placed by hand in a partition file".into() };
+        let (part, names) = (a.part, a.names);
+        return Ok(Model { units, unit_of, part, names, graph, kernel, endpoint_svc, fn_svc: BTreeMap::new(), view });
+    }
     // The two views are independent: the use-case view is clustered on a second thread.
     let input = usecases::Input::of(ix);
     let (mut part, uc) = std::thread::scope(|s| {
@@ -354,7 +373,7 @@ fn model(project: &Project, ix: &Index, history: &Coupling, opts: &Options) -> M
             )
         };
         let view = View { used: MODULES.into(), why };
-        return Model { units, unit_of, part, names, graph, kernel, endpoint_svc, fn_svc: BTreeMap::new(), view };
+        return Ok(Model { units, unit_of, part, names, graph, kernel, endpoint_svc, fn_svc: BTreeMap::new(), view });
     }
     let (part, kernel, fn_svc) = use_case_units(ix, &units, &unit_of, &graph, &uc, &part);
     let nc = part.iter().chain(&uc.endpoint_cluster).max().map_or(0, |m| m + 1);
@@ -368,7 +387,7 @@ fn model(project: &Project, ix: &Index, history: &Coupling, opts: &Options) -> M
             "the module graph groups the endpoints unlike their use-case slices (ARI {agree:.2} < {VIEWS_AGREE}): the folders are layers, so services follow what each endpoint reaches"
         ),
     };
-    Model { units, unit_of, part, names, graph, kernel, endpoint_svc: uc.endpoint_cluster, fn_svc, view }
+    Ok(Model { units, unit_of, part, names, graph, kernel, endpoint_svc: uc.endpoint_cluster, fn_svc, view })
 }
 
 /// The units' services in the use-case view: each unit goes with the cluster whose
@@ -609,15 +628,16 @@ fn split_kernel(ix: &Index, units: &[usize], g: &Graph, part: &mut [usize]) -> O
     map.get(&kernel).copied()
 }
 
-/// Builds the report.
+/// Builds the report and the unit facts behind it; fails only on a partition file
+/// that does not fit the code.
 pub(crate) fn report(
     project: &Project,
     ix: &Index,
     history: &Coupling,
     opts: &Options,
     mut diags: Vec<Diagnostic>,
-) -> Report {
-    let md = model(project, ix, history, opts);
+) -> Result<(Report, UnitFacts), String> {
+    let md = model(project, ix, history, opts)?;
     let svc_of_module = |m: usize| md.unit_of[m].map(|u| md.names[md.part[u]].clone());
     let unit_id = |m: usize| ix.modules[m].id.clone();
     // A table access goes with the function doing it when that function goes with a
@@ -830,7 +850,32 @@ pub(crate) fn report(
     diags.sort();
     diags.dedup();
     let parse_errors = ix.files.iter().filter(|f| f.facts.error.is_some()).count();
-    Report {
+    let facts = UnitFacts {
+        edges: md.graph.merged().edges,
+        calls: ix
+            .calls
+            .iter()
+            .filter_map(|(&(a, b), ev)| {
+                let (from, to) = (md.unit_of[a]?, md.unit_of[b]?);
+                (from != to).then(|| UnitCalls { from, to, sites: ev.clone() })
+            })
+            .collect(),
+        accesses: ix
+            .accesses
+            .iter()
+            .filter_map(|a| {
+                Some(UnitAccess {
+                    unit: md.unit_of[a.module]?,
+                    table: a.table.clone(),
+                    write: a.write,
+                    file: a.file.clone(),
+                    line: a.line,
+                })
+            })
+            .collect(),
+        known_tables: ix.known_tables.iter().cloned().collect(),
+    };
+    let report = Report {
         version: 1,
         root: project.name.clone(),
         stats: Stats {
@@ -852,7 +897,8 @@ pub(crate) fn report(
         extraction_order,
         diagnostics: diags,
         view: md.view.clone(),
-    }
+    };
+    Ok((report, facts))
 }
 
 fn sites(n: usize) -> String {

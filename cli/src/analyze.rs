@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use ficus_analyzer::{Options, Report, Stage, render};
+use ficus_analyzer::guard::Rules;
+use ficus_analyzer::partition::Partition;
+use ficus_analyzer::{Analysis, Options, Report, Stage, render};
 
 use crate::Format;
 
@@ -29,13 +31,17 @@ pub struct AnalyzeArgs {
     pub resolution: f64,
     /// Commits of git history to weigh.
     pub history: Option<usize>,
+    /// Rules to check (the guard).
+    pub check: Option<PathBuf>,
+    /// A partition to describe instead of the proposed one.
+    pub partition: Option<PathBuf>,
 }
 
 fn colour_on() -> bool {
     std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal()
 }
 
-fn run(path: &Path, opts: &Options) -> Result<Report, ExitCode> {
+fn run(path: &Path, opts: &Options) -> Result<Analysis, ExitCode> {
     let show = std::io::stderr().is_terminal();
     let progress = move |s: Stage| {
         if !show {
@@ -49,7 +55,7 @@ fn run(path: &Path, opts: &Options) -> Result<Report, ExitCode> {
         };
         eprint!("\r\x1b[2K{msg}");
     };
-    let result = ficus_analyzer::analyze_with_progress(path, opts, &progress);
+    let result = ficus_analyzer::analysis(path, opts, &progress);
     if show {
         eprint!("\r\x1b[2K");
     }
@@ -59,32 +65,107 @@ fn run(path: &Path, opts: &Options) -> Result<Report, ExitCode> {
     })
 }
 
+/// Reads a file given on the command line; a failure is a usage error naming it.
+fn read_arg<T>(cmd: &str, what: &str, path: &Path, parse: impl Fn(&str) -> Result<T, String>) -> Result<T, ExitCode> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        eprintln!("ficus {cmd}: cannot read {what} {}: {e}", path.display());
+        ExitCode::from(USAGE)
+    })?;
+    parse(&text).map_err(|e| {
+        eprintln!("ficus {cmd}: {}: {e}", path.display());
+        ExitCode::from(USAGE)
+    })
+}
+
+fn partition_arg(cmd: &str, path: Option<&Path>) -> Result<Option<Partition>, ExitCode> {
+    path.map(|p| read_arg(cmd, "the partition", p, Partition::parse)).transpose()
+}
+
 /// `ficus analyze`.
 pub fn analyze(args: AnalyzeArgs) -> ExitCode {
     if !(args.resolution.is_finite() && args.resolution > 0.0) {
         eprintln!("ficus analyze: --resolution must be a number above 0, got {}", args.resolution);
         return ExitCode::from(USAGE);
     }
-    let opts =
-        Options { resolution: args.resolution, services: args.services.map(|n| n as usize), history: args.history };
-    let report = match run(&args.path, &opts) {
-        Ok(r) => r,
+    let (partition, rules) = match (
+        partition_arg("analyze", args.partition.as_deref()),
+        args.check.as_deref().map(|p| read_arg("analyze", "the rules", p, Rules::parse)).transpose(),
+    ) {
+        (Ok(p), Ok(r)) => (p, r),
+        (Err(code), _) | (_, Err(code)) => return code,
+    };
+    let opts = Options {
+        resolution: args.resolution,
+        services: args.services.map(|n| n as usize),
+        history: args.history,
+        partition,
+    };
+    let analysis = match run(&args.path, &opts) {
+        Ok(a) => a,
         Err(code) => return code,
     };
+    if let (Some(rules), Some(file)) = (&rules, &args.check) {
+        // The guard prints its verdict; the report is written too only when --out asks.
+        if args.out.is_some()
+            && let Err(code) = write_report(&analysis, &args)
+        {
+            return code;
+        }
+        return guard(&analysis, rules, file);
+    }
+    write_report(&analysis, &args).err().unwrap_or(ExitCode::SUCCESS)
+}
+
+fn write_report(analysis: &Analysis, args: &AnalyzeArgs) -> Result<(), ExitCode> {
+    let report = &analysis.report;
     let colour = args.out.is_none() && colour_on();
     let text = match args.format {
-        Format::Text => summary(&report, colour),
-        Format::Json => render::json(&report),
-        Format::Dot => render::dot(&report),
-        Format::Mermaid => render::mermaid(&report),
-        Format::Html => render::html(&report),
+        Format::Text => summary(report, colour),
+        Format::Json => render::json(report),
+        Format::Dot => render::dot(report),
+        Format::Mermaid => render::mermaid(report),
+        Format::Html => render::html(analysis),
     };
-    match write_out(args.out.as_deref(), &text) {
-        Ok(()) => ExitCode::SUCCESS,
+    write_out(args.out.as_deref(), &text).map_err(|e| {
+        eprintln!("ficus analyze: {e:#}");
+        ExitCode::from(1)
+    })
+}
+
+/// `ficus analyze --check`: every violation as `FILE:LINE: rule N (why): what`.
+fn guard(analysis: &Analysis, rules: &Rules, file: &Path) -> ExitCode {
+    let violations = match rules.check(analysis) {
+        Ok(v) => v,
         Err(e) => {
-            eprintln!("ficus analyze: {e:#}");
-            ExitCode::from(1)
+            eprintln!("ficus analyze: {}: {e}", file.display());
+            return ExitCode::from(USAGE);
         }
+    };
+    let mut text = String::new();
+    for v in &violations {
+        text.push_str(&format!("{v}\n"));
+    }
+    if let Err(e) = write_out(None, &text) {
+        eprintln!("ficus analyze: {e:#}");
+        return ExitCode::from(1);
+    }
+    let n = rules.forbid.len();
+    if violations.is_empty() {
+        let (count, verb) = if n == 1 { ("1 rule".to_string(), "holds") } else { (format!("{n} rules"), "hold") };
+        eprintln!("ficus analyze: {count} of {} {verb}", file.display());
+        ExitCode::SUCCESS
+    } else {
+        let broken: std::collections::BTreeSet<usize> = violations.iter().map(|v| v.rule).collect();
+        let broken: Vec<String> = broken.iter().map(usize::to_string).collect();
+        eprintln!(
+            "ficus analyze: {} violation{} of rule{} {} of {}",
+            violations.len(),
+            if violations.len() == 1 { "" } else { "s" },
+            if broken.len() == 1 { "" } else { "s" },
+            broken.join(", "),
+            file.display()
+        );
+        ExitCode::from(1)
     }
 }
 
@@ -103,24 +184,65 @@ fn write_out(out: Option<&Path>, text: &str) -> anyhow::Result<()> {
 }
 
 /// `ficus plan`.
-pub fn plan(path: &Path, service: &str) -> ExitCode {
-    let report = match run(path, &Options::default()) {
-        Ok(r) => r,
+pub fn plan(path: &Path, service: &str, routes_out: Option<&Path>, partition: Option<&Path>) -> ExitCode {
+    let partition = match partition_arg("plan", partition) {
+        Ok(p) => p,
         Err(code) => return code,
     };
-    match ficus_analyzer::plan::plan(&report, service) {
-        Ok(p) => match write_out(None, &p.render()) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("ficus plan: {e:#}");
-                ExitCode::from(1)
-            }
-        },
+    let report = match run(path, &Options { partition, ..Options::default() }) {
+        Ok(a) => a.report,
+        Err(code) => return code,
+    };
+    let plan = match ficus_analyzer::plan::plan(&report, service) {
+        Ok(p) => p,
         Err(e) => {
             eprintln!("ficus plan: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = match routes_out {
+        Some(file) => write_routes(&plan, file),
+        None => write_out(None, &plan.render()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ficus plan: {e:#}");
             ExitCode::from(1)
         }
     }
+}
+
+/// `ficus plan --routes-out`: merges the routes into the file, and replaces it (atomically)
+/// only when the proxy's own parser accepts the result.
+fn write_routes(plan: &ficus_analyzer::plan::Plan, file: &Path) -> anyhow::Result<()> {
+    let existing = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
+    };
+    let (text, done) =
+        plan.merge_routes(&existing, "shadow").map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    if let Err(e) = ficus_proxy::config::Config::parse(&text, file) {
+        anyhow::bail!("{}: not written, the proxy would refuse the result: {e}", file.display());
+    }
+    let tmp = file.with_extension("toml.ficus-tmp");
+    std::fs::write(&tmp, &text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, file).with_context(|| format!("replacing {}", file.display()))?;
+    let upstream = if done.upstream_added {
+        format!("; added [upstreams.{}] with a placeholder address: point it at the service", plan.service.name)
+    } else {
+        String::new()
+    };
+    eprintln!(
+        "ficus plan: {} routes of {} in {} ({} added in stage shadow, {} updated){upstream}",
+        plan.routes.len(),
+        plan.service.name,
+        file.display(),
+        done.added,
+        done.updated
+    );
+    Ok(())
 }
 
 struct Style {

@@ -34,7 +34,7 @@ struct Cli {
 enum Command {
     /// Propose service boundaries for the Rust crate or workspace at PATH.
     #[command(
-        after_help = "Example:\n  ficus analyze example-monolith --format text\n  ficus analyze . --format json --out report.json"
+        after_help = "Examples:\n  ficus analyze example-monolith --format text\n  ficus analyze . --format json --out report.json\n  ficus analyze . --format html --out report.html      # the service graph, with a what-if\n  ficus analyze . --check boundaries.toml              # the guard, for CI\n\nRules file (--check):\n  version = 1\n  [[forbid]]\n  from = \"shop::orders\"          # module path, \"service:NAME\" or \"*\"; except = [...] leaves some out\n  touches_table = \"products\"     # or writes_table, calls = \"shop::catalog::repo\", depends_on = \"service:cart\"\n  why = \"orders reads products through the catalog API now\"\n\nExit status: 0 done (every rule holds), 1 a rule is broken or the input was rejected, 2 usage error\nor invalid rules."
     )]
     Analyze {
         /// A crate or workspace directory.
@@ -54,15 +54,31 @@ enum Command {
         /// Also weigh files changed together in the last N git commits (default 1000).
         #[arg(long, value_name = "COMMITS", num_args = 0..=1, default_missing_value = "1000")]
         history: Option<usize>,
+        /// Check the code against the rules in this file instead of printing the report:
+        /// exit 1 with FILE:LINE for each violation, 2 when a rule is invalid.
+        #[arg(long, value_name = "RULES.toml")]
+        check: Option<PathBuf>,
+        /// Describe this partition (a file the HTML report's what-if exports) instead of
+        /// the proposed one.
+        #[arg(long, value_name = "FILE")]
+        partition: Option<PathBuf>,
     },
     /// Extraction plan for one proposed service, with the proxy routes for it.
-    #[command(after_help = "Example:\n  ficus plan example-monolith --service catalog")]
+    #[command(
+        after_help = "Examples:\n  ficus plan example-monolith --service catalog\n  ficus plan example-monolith --service catalog --routes-out ficus.toml\n  ficus plan example-monolith --service catalog --partition edited-partition.json\n\n--routes-out adds the service's [[routes]] to the file (new routes in stage shadow; a route of the\nsame name keeps its stage), keeps its comments, and writes it only if the proxy accepts the result."
+    )]
     Plan {
         /// A crate or workspace directory.
         path: PathBuf,
         /// The proposed service to plan.
         #[arg(long)]
         service: String,
+        /// Write the service's [[routes]] into this ficus.toml (created when missing).
+        #[arg(long, value_name = "FILE")]
+        routes_out: Option<PathBuf>,
+        /// Plan from this partition (exported by the HTML report's what-if).
+        #[arg(long, value_name = "FILE")]
+        partition: Option<PathBuf>,
     },
     /// Run the strangler-fig routing proxy.
     #[command(after_help = "Example:\n  FICUS_ADMIN_TOKEN=secret ficus proxy --config ficus.toml\n\n\
@@ -163,10 +179,21 @@ enum Format {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Analyze { path, format, out, services, resolution, history } => {
-            analyze::analyze(analyze::AnalyzeArgs { path, format, out, services, resolution, history })
+        Command::Analyze { path, format, out, services, resolution, history, check, partition } => {
+            analyze::analyze(analyze::AnalyzeArgs {
+                path,
+                format,
+                out,
+                services,
+                resolution,
+                history,
+                check,
+                partition,
+            })
         }
-        Command::Plan { path, service } => analyze::plan(&path, &service),
+        Command::Plan { path, service, routes_out, partition } => {
+            analyze::plan(&path, &service, routes_out.as_deref(), partition.as_deref())
+        }
         Command::Proxy { config, upgrade, log_format } => proxy::run(config, upgrade, log_format),
         Command::Routes { admin } => proxy::routes(&admin),
         Command::Stage { route, stage, percent, force, reason, admin } => {

@@ -3,6 +3,7 @@
 
 mod cluster;
 mod fixtures;
+mod guard;
 mod history;
 mod metrics;
 mod plan;

@@ -59,7 +59,7 @@ fn analyze_text_summary_and_graph_formats() {
     let mermaid = stdout(&ficus(&["analyze", path, "--format", "mermaid"]));
     assert!(mermaid.starts_with("flowchart LR") && mermaid.contains("orders -->|"), "{mermaid}");
     let html = stdout(&ficus(&["analyze", path, "--format", "html"]));
-    assert!(html.starts_with("<!doctype html>") && html.contains("<h3>catalog</h3>"));
+    assert!(html.starts_with("<!doctype html>") && html.contains("id=\"ficus-data\"") && html.contains("\"catalog\""));
 }
 
 #[test]

@@ -3,3 +3,4 @@
 mod allocator;
 mod analyze;
 mod proxy;
+mod report;
