@@ -32,6 +32,24 @@ pub struct RouteEntry {
     pub methods: Vec<String>,
 }
 
+/// The start of a new `ficus.toml`: the proxy in front of the monolith, everything on it.
+const STARTER: &str =
+    "# Written by `ficus plan --routes-out`: check the addresses, then `ficus proxy --config` this file.
+version = 1
+
+[listen]
+http  = \"127.0.0.1:8080\"
+admin = \"127.0.0.1:9901\"
+
+[upstreams.monolith]
+addrs  = [\"127.0.0.1:3000\"]
+health = \"/healthz\"
+
+# Requests no route matches go to the monolith.
+[default]
+upstream = \"monolith\"
+";
+
 /// What [`Plan::merge_routes`] changed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MergeSummary {
@@ -142,13 +160,15 @@ impl Plan {
         s
     }
 
-    /// Merges the service's routes into a `ficus.toml` (empty text for a new file),
+    /// Merges the service's routes into a `ficus.toml` (empty text for a new file: it
+    /// starts from a proxy in front of a monolith on 127.0.0.1:3000),
     /// keeping its comments and layout: a route of the same name is updated in place
     /// (path, methods, upstream; its stage and percent stay as they are), a new one is
     /// added at `stage`, and an `[upstreams.NAME]` placeholder is added when the file
     /// has none for the service. Returns the text and what changed.
     pub fn merge_routes(&self, existing: &str, stage: &str) -> Result<(String, MergeSummary), String> {
         use toml_edit::{ArrayOfTables, DocumentMut, Item, Table, value};
+        let existing = if existing.trim().is_empty() { STARTER } else { existing };
         let mut doc: DocumentMut = existing.parse().map_err(|e: toml_edit::TomlError| e.to_string())?;
         let mut summary = MergeSummary::default();
         if doc.get("version").is_none() {

@@ -90,25 +90,45 @@ fn h(s: &str) -> String {
 /// Evidence kept per pair of units (or per table access) in the HTML page's data.
 const PAGE_EVIDENCE: usize = 3;
 
-/// The service graph's drawing area, in SVG units.
+/// The service graph's drawing area for up to `SMALL_GRAPH` services, in SVG units;
+/// bigger graphs get a bigger area (the page scrolls) so labels keep their size.
 const WIDTH: f32 = 1000.0;
 const HEIGHT: f32 = 640.0;
+const SMALL_GRAPH: usize = 20;
+/// Room kept between two circles for their labels.
+const LABEL_ROOM: f32 = 46.0;
+
+/// The drawing area for `n` services.
+fn canvas(n: usize) -> (f32, f32) {
+    let k = (n as f32 / SMALL_GRAPH as f32).sqrt().max(1.0);
+    ((WIDTH * k).round(), (HEIGHT * k).round())
+}
+
+/// A service's circle radius, as the page draws it (report.js `radius`).
+fn radius(lines: usize, max_lines: usize) -> f32 {
+    14.0 + 26.0 * (lines as f32 / max_lines.max(1) as f32).sqrt()
+}
 
 /// Where each service is drawn (`(x, y)` in `report.services` order), laid out at
 /// report time by a force-directed simulation (force_graph): services that depend on
-/// each other are pulled together, all repel. Deterministic: fixed start on a circle,
-/// fixed steps. The shared kernel is set apart, below the others.
+/// each other are pulled together, all repel, and a fixed centre holds every service
+/// on a spring so that unconnected ones do not drift off. Circles are then pushed
+/// apart until none overlaps (with room for labels). Deterministic: fixed start on a
+/// circle, fixed steps. The shared kernel is set apart, in a band below the others.
 pub fn layout(r: &Report) -> Vec<(f32, f32)> {
     use force_graph::{EdgeData, ForceGraph, NodeData};
     let n = r.services.len();
-    let mut pos = vec![(WIDTH / 2.0, HEIGHT / 2.0); n];
+    let (w, h) = canvas(n);
+    let mut pos = vec![(w / 2.0, h / 2.0); n];
     let others: Vec<usize> = (0..n).filter(|&i| !r.services[i].kernel).collect();
     let mut g = <ForceGraph>::new(Default::default());
+    let centre = g.add_node(NodeData { is_anchor: true, ..Default::default() });
     let mut idx = vec![None; n];
     for (k, &i) in others.iter().enumerate() {
         let a = k as f32 / others.len().max(1) as f32 * std::f32::consts::TAU;
-        let mass = 10.0 + (r.services[i].lines as f32).sqrt() / 4.0;
-        idx[i] = Some(g.add_node(NodeData { x: 400.0 * a.cos(), y: 300.0 * a.sin(), mass, ..Default::default() }));
+        let node = g.add_node(NodeData { x: 400.0 * a.cos(), y: 300.0 * a.sin(), ..Default::default() });
+        g.add_edge(centre, node, EdgeData::default());
+        idx[i] = Some(node);
     }
     let by_name: std::collections::BTreeMap<&str, usize> =
         r.services.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
@@ -124,23 +144,57 @@ pub fn layout(r: &Report) -> Vec<(f32, f32)> {
     }
     let mut xy = Vec::new();
     g.visit_nodes(|node| xy.push((node.index(), node.x(), node.y())));
+    let xy: Vec<(usize, f32, f32)> = idx
+        .iter()
+        .enumerate()
+        .filter_map(|(i, slot)| xy.iter().find(|p| Some(p.0) == *slot).map(|p| (i, p.1, p.2)))
+        .collect();
     let (min_x, max_x) = xy.iter().fold((f32::MAX, f32::MIN), |(lo, hi), p| (lo.min(p.1), hi.max(p.1)));
     let (min_y, max_y) = xy.iter().fold((f32::MAX, f32::MIN), |(lo, hi), p| (lo.min(p.2), hi.max(p.2)));
     // Fit into the area above the kernel's band, keeping a margin for the labels.
+    let (left, right, top, bottom) = (90.0, w - 90.0, 70.0, h - 150.0);
     let scale = |v: f32, lo: f32, hi: f32, from: f32, to: f32| {
         if hi - lo < 1.0 { (from + to) / 2.0 } else { from + (v - lo) / (hi - lo) * (to - from) }
     };
-    for (i, slot) in idx.iter().enumerate() {
-        let Some(node) = slot else { continue };
-        if let Some(p) = xy.iter().find(|p| p.0 == *node) {
-            let x = scale(p.1, min_x, max_x, 90.0, WIDTH - 90.0);
-            let y = scale(p.2, min_y, max_y, 70.0, HEIGHT - 160.0);
-            pos[i] = ((x * 10.0).round() / 10.0, (y * 10.0).round() / 10.0);
+    let max_lines = r.services.iter().filter(|s| !s.kernel).map(|s| s.lines).max().unwrap_or(1);
+    let mut placed: Vec<(usize, f32, f32, f32)> = xy
+        .iter()
+        .map(|&(i, x, y)| {
+            let rad = radius(r.services[i].lines, max_lines);
+            (i, scale(x, min_x, max_x, left, right), scale(y, min_y, max_y, top, bottom), rad)
+        })
+        .collect();
+    // Push overlapping circles apart, half each way, a bounded number of rounds.
+    for _ in 0..300 {
+        let mut moved = false;
+        for a in 0..placed.len() {
+            for b in a + 1..placed.len() {
+                let (dx, dy) = (placed[b].1 - placed[a].1, placed[b].2 - placed[a].2);
+                let need = placed[a].3 + placed[b].3 + LABEL_ROOM;
+                let dist = (dx * dx + dy * dy).sqrt();
+                if dist >= need {
+                    continue;
+                }
+                moved = true;
+                // Coincident circles part along a fixed direction per pair.
+                let (ux, uy) = if dist > 0.01 { (dx / dist, dy / dist) } else { ((a as f32).cos(), (b as f32).sin()) };
+                let push = (need - dist) / 2.0;
+                placed[a].1 = (placed[a].1 - ux * push).clamp(left, right);
+                placed[a].2 = (placed[a].2 - uy * push).clamp(top, bottom);
+                placed[b].1 = (placed[b].1 + ux * push).clamp(left, right);
+                placed[b].2 = (placed[b].2 + uy * push).clamp(top, bottom);
+            }
         }
+        if !moved {
+            break;
+        }
+    }
+    for (i, x, y, _) in placed {
+        pos[i] = ((x * 10.0).round() / 10.0, (y * 10.0).round() / 10.0);
     }
     for (i, s) in r.services.iter().enumerate() {
         if s.kernel {
-            pos[i] = (WIDTH / 2.0, HEIGHT - 50.0);
+            pos[i] = (w / 2.0, h - 50.0);
         }
     }
     pos
@@ -182,7 +236,8 @@ fn page_data(a: &Analysis) -> serde_json::Value {
         "report": report,
         "diagnostics": r.diagnostics.len(),
         "layout": layout(r),
-        "size": [WIDTH, HEIGHT],
+        "size": canvas(r.services.len()),
+        "small": SMALL_GRAPH,
         "calls": calls,
         "accesses": accesses,
         "edges": edges,

@@ -198,13 +198,19 @@
     lines.fill(0);
     state.unit.forEach((s, u) => { lines[s] += units[u].lines; });
   }
-  const maxLines = () => Math.max(1, ...lines);
+  const maxLines = () => Math.max(1, ...lines.filter((_, i) => i !== kernel));
+  // A big graph keeps its size (the pane scrolls), draws only its strongest dependencies
+  // and those of the selected service, and its shared tables on demand.
+  const big = names.length > D.small;
+  const MAX_EDGES = 100;
   const radius = (i) => 14 + 26 * Math.sqrt(lines[i] / maxLines());
 
   function drawGraph(view) {
     serviceLines();
     const pane = document.getElementById("graph-pane");
     const svg = el("svg:svg", { id: "graph", viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "service graph" });
+    if (big) svg.setAttribute("style", `width:${W}px;min-width:${W}px`);
+    const chosen = state.selected && state.selected.startsWith("svc:") ? state.selected.slice(4) : null;
     svg.append(el("svg:defs", {}, el("svg:marker", { id: "arrow", viewBox: "0 0 10 10", refX: "9", refY: "5", markerWidth: "9", markerHeight: "9", markerUnits: "userSpaceOnUse", orient: "auto-start-reverse" },
       el("svg:path", { d: "M0,0 L10,5 L0,10 z", fill: "#8a8a8a" }))));
     const pos = D.layout;
@@ -216,7 +222,8 @@
     };
     // Shared tables: a small square at the middle of the services touching them.
     const tablesOn = document.getElementById("show-tables");
-    if (!tablesOn || tablesOn.checked) {
+    const showTables = tablesOn ? tablesOn.checked : !big;
+    if (showTables) {
       view.shared_tables.slice(0, 60).forEach((t, k) => {
         const who = [...t.writers.map((n) => [svcIndex.get(n), true]), ...t.readers.map((n) => [svcIndex.get(n), false])];
         let cx = 0, cy = 0;
@@ -232,7 +239,15 @@
         svg.append(g);
       });
     }
-    for (const d of view.dependencies) {
+    let drawn = view.dependencies;
+    if (big) {
+      const weight = (d) => d.calls + 5 * d.tables.length;
+      const touches = (d) => d.from === chosen || d.to === chosen;
+      const strongest = new Set(view.dependencies.filter((d) => svcIndex.get(d.from) !== kernel && svcIndex.get(d.to) !== kernel)
+        .sort((x, y) => weight(y) - weight(x)).slice(0, MAX_EDGES));
+      drawn = view.dependencies.filter((d) => touches(d) || strongest.has(d));
+    }
+    for (const d of drawn) {
       const a = svcIndex.get(d.from), b = svcIndex.get(d.to);
       const [x1, y1] = border(a, pos[b][0], pos[b][1]), [x2, y2] = border(b, pos[a][0], pos[a][1]);
       // Bend each edge a little so a → b and b → a stay apart.
@@ -241,7 +256,7 @@
       const path = el("svg:path", {
         class: "dep" + (d.calls === 0 ? " tables" : "") + (state.selected === "dep:" + d.from + "→" + d.to ? " selected" : ""),
         d: `M${x1},${y1} Q${mx},${my} ${x2},${y2}`, "stroke-width": Math.min(9, 1 + 1.5 * Math.log2(1 + weight)),
-        "stroke-opacity": a === kernel || b === kernel ? 0.25 : 0.6, "marker-end": "url(#arrow)", "data-from": d.from, "data-to": d.to,
+        "stroke-opacity": chosen && (d.from === chosen || d.to === chosen) ? 0.9 : a === kernel || b === kernel ? 0.25 : big ? 0.35 : 0.6, "marker-end": "url(#arrow)", "data-from": d.from, "data-to": d.to,
       }, el("svg:title", {}, `${d.from} → ${d.to}: ${d.calls} calls${d.tables.length ? "; tables " + d.tables.join(", ") : ""}`));
       path.onclick = () => showDependency(d.from, d.to);
       svg.append(path);
@@ -266,9 +281,11 @@
       g.onclick = () => showService(n);
       svg.append(g);
     });
+    const hidden = view.dependencies.length - drawn.length;
     pane.replaceChildren(svg, el("div", { class: "legend" },
       "Circles: services, sized by lines of code (click for details). Arrows: dependencies, thicker with more call sites; dashed orange: through tables only. Squares: shared tables (dashed link: reads). Grey band: the shared kernel. ",
-      el("label", {}, el("input", { type: "checkbox", id: "show-tables", ...(tablesOn && !tablesOn.checked ? {} : { checked: "" }) }), " show shared tables")));
+      hidden > 0 ? `${drawn.length} of ${view.dependencies.length} dependencies drawn: the ${MAX_EDGES} strongest between services, and all of the selected service's. ` : "",
+      el("label", {}, el("input", { type: "checkbox", id: "show-tables", ...(showTables ? { checked: "" } : {}) }), " show shared tables")));
     document.getElementById("show-tables").onchange = () => redraw();
   }
 
@@ -391,8 +408,13 @@
     else drawGraph(view);
   }
 
+  // `report.html#service=NAME` opens with that service selected (a link to share).
+  const linked = decodeURIComponent((location.hash.match(/^#service=(.+)$/) || [])[1] || "");
+  if (svcIndex.has(linked)) state.selected = "svc:" + linked;
   redraw();
   // For tests and tools: the current partition's analysis and its partition file.
   window.ficus = { current, partitionFile };
   document.body.setAttribute("data-ready", String(Math.round(performance.now())));
+  // The frame after the first drawing has been laid out and painted (for bench/report_open.py).
+  requestAnimationFrame(() => setTimeout(() => document.body.setAttribute("data-painted", String(Math.round(performance.now()))), 0));
 })();

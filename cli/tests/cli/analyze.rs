@@ -115,3 +115,74 @@ fn plan_prints_routes_and_unknown_service_exits_1() {
     let e = stderr(&o);
     assert!(e.contains("nope") && e.contains("catalog") && e.contains("orders"), "{e}");
 }
+
+/// Writes a rules file with one rule and runs the guard on the shop.
+fn guard(dir: &Path, rule: &str) -> Output {
+    let rules = dir.join("rules.toml");
+    std::fs::write(&rules, format!("version = 1\n\n[[forbid]]\n{rule}\nwhy = \"moved to the catalog\"\n"))
+        .expect("write rules");
+    ficus(&["analyze", shop().to_str().expect("utf-8"), "--check", rules.to_str().expect("utf-8")])
+}
+
+#[test]
+fn check_exits_1_with_file_line_0_when_rules_hold_2_when_a_rule_names_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let broken = guard(dir.path(), "from = \"shop::orders\"\ntouches_table = \"products\"");
+    assert_eq!(broken.status.code(), Some(1), "{}", stderr(&broken));
+    let out = stdout(&broken);
+    let first = out.lines().next().unwrap_or_default();
+    let (file, rest) = first.split_once(':').expect("FILE:LINE");
+    assert!(file.starts_with("src/orders/") && file.ends_with(".rs"), "{first}");
+    assert!(rest.split(':').next().is_some_and(|l| l.parse::<usize>().is_ok()), "{first}");
+    assert!(first.contains(": rule 1 (moved to the catalog): shop::orders"), "{first}");
+    assert!(stderr(&broken).contains("of rule 1 of"), "{}", stderr(&broken));
+
+    let kept = guard(dir.path(), "from = \"shop::payments\"\ntouches_table = \"products\"");
+    assert_eq!(kept.status.code(), Some(0), "{}", stderr(&kept));
+    assert!(stdout(&kept).is_empty() && stderr(&kept).contains("1 rule of"), "{}", stderr(&kept));
+
+    let nothing = guard(dir.path(), "from = \"shop::orders\"\ntouches_table = \"no_such_table\"");
+    assert_eq!(nothing.status.code(), Some(2));
+    assert!(stderr(&nothing).contains("rules.toml: rule 1: no table named \"no_such_table\""), "{}", stderr(&nothing));
+
+    let invalid = guard(dir.path(), "from = \"*\"");
+    assert_eq!(invalid.status.code(), Some(2));
+    assert!(stderr(&invalid).contains("give exactly one of"), "{}", stderr(&invalid));
+}
+
+#[test]
+fn plan_routes_out_round_trips_through_the_proxy_parser_keeping_comments() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cfg = dir.path().join("ficus.toml");
+    let shop = shop();
+    let shop = shop.to_str().expect("utf-8");
+    let write = || ficus(&["plan", shop, "--service", "catalog", "--routes-out", cfg.to_str().expect("utf-8")]);
+    // A new file.
+    let o = write();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let fresh = std::fs::read_to_string(&cfg).expect("written");
+    let parsed = ficus_proxy::config::Config::parse(&fresh, &cfg).expect("the proxy accepts it");
+    assert_eq!(parsed.routes.len(), 3, "{fresh}");
+    assert!(stderr(&o).contains("3 added in stage shadow") && stderr(&o).contains("placeholder"), "{}", stderr(&o));
+
+    // An existing file: comments kept, a route already live keeps its stage.
+    let mine = "# our proxy, hand-written\nversion = 1\n\n[listen]\nhttp = \"127.0.0.1:8080\" # the edge\nadmin = \"127.0.0.1:9901\"\n\n[upstreams.monolith]\naddrs = [\"127.0.0.1:3000\"]\n\n[upstreams.catalog]\naddrs = [\"127.0.0.1:3101\"]\n\n[default]\nupstream = \"monolith\"\n\n# live since Monday\n[[routes]]\nname = \"catalog-api-categories\"\npath = \"/api/categories\"\nupstream = \"catalog\"\nstage = \"canary\"\npercent = 25\n";
+    std::fs::write(&cfg, mine).expect("write");
+    let o = write();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("2 added in stage shadow, 1 updated") && !stderr(&o).contains("placeholder"));
+    let merged = std::fs::read_to_string(&cfg).expect("written");
+    for kept in ["# our proxy, hand-written", "# the edge", "# live since Monday"] {
+        assert!(merged.contains(kept), "{kept:?} kept:\n{merged}");
+    }
+    let parsed = ficus_proxy::config::Config::parse(&merged, &cfg).expect("the proxy accepts it");
+    assert_eq!(parsed.routes.len(), 3);
+    assert!(merged.contains("stage = \"canary\"\npercent = 25"), "{merged}");
+
+    // A file the proxy would refuse is left as it was.
+    std::fs::write(&cfg, "version = 1\n[listen]\nhttp = \"nonsense\"\n").expect("write");
+    let o = write();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("not written, the proxy would refuse the result"), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(&cfg).expect("read"), "version = 1\n[listen]\nhttp = \"nonsense\"\n");
+}
