@@ -218,6 +218,12 @@ fn select(a: &Analysis, sel: &str) -> Result<BTreeSet<usize>, String> {
             let known: Vec<&str> = a.report.services.iter().map(|s| s.name.as_str()).collect();
             return Err(format!("no service named {name:?}; the services are: {}", known.join(", ")));
         };
+        if s.units.is_empty() {
+            // Use-case view: a service of endpoints whose handlers sit in shared units.
+            return Err(format!(
+                "service {name:?} has no units of its own (its endpoints' code is shared with other services): name its modules instead"
+            ));
+        }
         let ids: BTreeSet<&str> = s.units.iter().map(|u| u.id.as_str()).collect();
         return Ok((0..units.len()).filter(|&i| ids.contains(units[i].id.as_str())).collect());
     }

@@ -256,8 +256,9 @@ const PAGE_CSS: &str = include_str!("report.css");
 /// dependencies, and exports the edited partition for `ficus plan --partition`.
 pub fn html(a: &Analysis) -> String {
     let r = &a.report;
-    // `</` would end the script element early; JSON allows `<\/` for `</`.
-    let data = page_data(a).to_string().replace("</", "<\\/");
+    // `</script` or `<!--` in the data would end or confuse the script element: JSON has
+    // `<` only inside strings, where `\u003c` means the same.
+    let data = page_data(a).to_string().replace('<', "\\u003c");
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>ficus analyze: {root}</title>\n<style>\n{css}</style></head>\n<body>\n<header><h1>{root}</h1><p id=\"summary\">{files} files, {lines} lines, {eps} endpoints, {tables} tables; {n} services ({view} view).</p>\n<div id=\"metrics\"></div><div id=\"whatif\"></div></header>\n<main><section id=\"graph-pane\"><noscript>The service graph needs JavaScript; the JSON report (--format json) has the same data.</noscript></section>\n<aside id=\"details\"><p>Click a service or a dependency.</p></aside></main>\n<script type=\"application/json\" id=\"ficus-data\">{data}</script>\n<script>\n{js}</script>\n</body></html>\n",
         root = h(&r.root),

@@ -143,6 +143,11 @@ fn module_paths_select_what_is_under_them_in_a_layered_app() {
     assert!(v.iter().all(|x| x.file == "src/handlers.rs"), "{v:?}");
     let v = check(&a, &rule("layered::db::orders", "touches_table = \"orders\""));
     assert!(v.iter().all(|x| x.file == "src/db/orders.rs") && v.len() == 2, "{v:?}");
+    // The use-case view has a service of endpoints only (its handler is in shared code).
+    let empty = a.report.services.iter().find(|s| s.units.is_empty() && !s.kernel).expect("an endpoints-only service");
+    let err =
+        rules(&rule(&format!("service:{}", empty.name), "touches_table = \"orders\"")).check(&a).expect_err("no units");
+    assert!(err.contains("has no units of its own"), "{err}");
 }
 
 /// The proposed partition of a report, as a partition file.

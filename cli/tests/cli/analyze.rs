@@ -60,6 +60,9 @@ fn analyze_text_summary_and_graph_formats() {
     assert!(mermaid.starts_with("flowchart LR") && mermaid.contains("orders -->|"), "{mermaid}");
     let html = stdout(&ficus(&["analyze", path, "--format", "html"]));
     assert!(html.starts_with("<!doctype html>") && html.contains("id=\"ficus-data\"") && html.contains("\"catalog\""));
+    let data = html.split_once("id=\"ficus-data\">").and_then(|(_, rest)| rest.split_once("</script>")).expect("data");
+    assert!(!data.0.contains('<'), "no `<` inside the embedded data, where it could end the script element");
+    assert!(serde_json::from_str::<serde_json::Value>(data.0).is_ok(), "the embedded data is JSON");
 }
 
 #[test]
