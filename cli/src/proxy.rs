@@ -42,7 +42,9 @@ fn init_logging(format: LogFormat) {
 /// listening sockets to a process started with `--upgrade`, then drain and exit).
 pub fn run(config: PathBuf, upgrade: bool, log_format: LogFormat) -> ExitCode {
     init_logging(log_format);
-    let options = StartOptions { config, admin_token: token(), upgrade, handle_signals: true };
+    // Set but empty is refused by the proxy (an empty secret is no authentication).
+    let admin_token = std::env::var(TOKEN_VAR).ok();
+    let options = StartOptions { config, admin_token, upgrade, handle_signals: true };
     match RunningProxy::start(options) {
         Ok(proxy) => {
             proxy.wait();

@@ -131,11 +131,15 @@ async fn set_stage(
         Ok(c) => c,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("body must be {{\"stage\": …, \"percent\": …}}: {e}")),
     };
+    let reason = match crate::audit::clean_reason(body.reason.as_deref().unwrap_or_default()) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
     let change = match Change::parse(&body.stage, body.percent) {
         Ok(c) => c
             .force(body.force)
             .by(actor(&headers, extensions.get::<ConnectInfo<SocketAddr>>().map(|p| p.0)))
-            .why(body.reason.unwrap_or_default()),
+            .why(reason),
         Err(e) => return error(status_of(&e), e),
     };
     let shared = state.shared.clone();

@@ -16,6 +16,20 @@ use serde::{Deserialize, Serialize};
 
 /// Entries kept in memory.
 pub const KEPT: usize = 1000;
+
+/// The longest reason a stage change may give, in characters.
+pub const MAX_REASON_CHARS: usize = 500;
+
+/// A reason as the audit log keeps it: at most [`MAX_REASON_CHARS`] characters, control
+/// characters (newlines, ESC, NUL…) written as escapes, so a reason cannot forge lines in
+/// the text log or the terminal. Longer reasons are refused, not cut.
+pub fn clean_reason(reason: &str) -> Result<String, String> {
+    let n = reason.chars().count();
+    if n > MAX_REASON_CHARS {
+        return Err(format!("reason is {n} characters long; at most {MAX_REASON_CHARS} are kept"));
+    }
+    Ok(reason.chars().map(|c| if c.is_control() { c.escape_default().collect() } else { c.to_string() }).collect())
+}
 /// How much of the file's end is read back at start.
 const TAIL_BYTES: u64 = 512 * 1024;
 
@@ -249,5 +263,16 @@ mod tests {
         let again = AuditLog::open(path);
         assert!(again.recent(None).len() > 100);
         assert_eq!(again.recent(None).last(), log.recent(None).last());
+    }
+
+    #[test]
+    fn reasons_are_bounded_and_their_control_characters_escaped() {
+        assert_eq!(clean_reason("diffs clean for a day").unwrap(), "diffs clean for a day");
+        assert_eq!(
+            clean_reason("a\nINFO forged line\r\u{1b}[31m\0").unwrap(),
+            "a\\nINFO forged line\\r\\u{1b}[31m\\u{0}"
+        );
+        assert_eq!(clean_reason(&"é".repeat(MAX_REASON_CHARS)).unwrap().chars().count(), MAX_REASON_CHARS);
+        assert!(clean_reason(&"x".repeat(MAX_REASON_CHARS + 1)).unwrap_err().contains("at most 500"));
     }
 }

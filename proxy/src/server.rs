@@ -162,6 +162,12 @@ impl RunningProxy {
     /// Loads the config, binds the listeners and starts serving. Returns once both listeners are
     /// bound (requests may be sent at once).
     pub fn start(options: StartOptions) -> Result<RunningProxy, ProxyError> {
+        if options.admin_token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+            return Err(ProxyError::Server(
+                "the admin token is empty: set FICUS_ADMIN_TOKEN to a secret, or unset it to run the admin API without authentication"
+                    .to_owned(),
+            ));
+        }
         let shared = Arc::new(Shared::load(&options.config)?);
         let config = shared.current().config.clone();
         crate::state::log_shadow_routes(&config);

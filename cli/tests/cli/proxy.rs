@@ -270,3 +270,21 @@ fn sigquit_hands_the_listening_socket_to_an_upgraded_process() {
     assert_eq!(upstream_header(&addr).as_deref(), Some("monolith"), "the new process serves on the same port");
     assert!(new.terminate().success());
 }
+
+#[test]
+fn an_empty_admin_token_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(dir.path(), ROUTE);
+    for empty in ["", "  "] {
+        let out = ficus()
+            .args(["proxy", "--config"])
+            .arg(&path)
+            .env("FICUS_ADMIN_TOKEN", empty)
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{empty:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("the admin token is empty: set FICUS_ADMIN_TOKEN to a secret"), "{err}");
+    }
+}

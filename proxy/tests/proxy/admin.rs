@@ -121,3 +121,28 @@ async fn metrics_count_requests_per_route_and_upstream() {
     let (_, routes) = p.admin(Method::GET, "/routes", None, Some(TOKEN)).await;
     assert_eq!(routes["routes"][0]["requests_monolith"], 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_reason_is_refused_and_newlines_cannot_forge_log_lines() {
+    let mono = Upstream::start("monolith").await;
+    let svc = Upstream::start("catalog").await;
+    let p = TestProxy::start(&config_text(&[("monolith", mono.addr), ("catalog", svc.addr)], ROUTES)).await;
+    let before = std::fs::read_to_string(&p.config).unwrap();
+    let huge = "abc\n".repeat(300_000); // 1.2 M characters, 1.5 MB of JSON (under the body limit)
+    let (status, body) =
+        p.admin(Method::PUT, "/routes/catalog", Some(json!({"stage": "service", "reason": huge})), Some(TOKEN)).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap_or("").contains("at most 500"), "{body}");
+    assert_eq!(std::fs::read_to_string(&p.config).unwrap(), before, "nothing changed");
+    let forged = "ok\n2026-01-01T00:00:00Z  INFO stage changed route=all by=root\u{1b}[2J";
+    let (status, _) =
+        p.admin(Method::PUT, "/routes/catalog", Some(json!({"stage": "service", "reason": forged})), Some(TOKEN)).await;
+    assert_eq!(status, 200);
+    let (_, audit) = p.admin(Method::GET, "/audit", None, Some(TOKEN)).await;
+    let why = audit["entries"].as_array().and_then(|a| a.last()).map(|e| e["why"].clone()).unwrap_or_default();
+    let why = why.as_str().unwrap_or_default().to_owned();
+    assert!(!why.chars().any(char::is_control), "control characters escaped: {why:?}");
+    assert!(why.starts_with("ok\\n2026-01-01") && why.contains("\\u{1b}[2J"), "{why:?}");
+    let file = std::fs::read_to_string(p.config.with_extension("audit.jsonl")).unwrap_or_default();
+    assert_eq!(file.lines().count(), 1, "one line per change in the audit file: {file}");
+}
