@@ -38,6 +38,14 @@ struct RawConfig {
     default: Option<Spanned<RawDefault>>,
     #[serde(default)]
     routes: Vec<Spanned<RawRoute>>,
+    #[serde(default)]
+    security: RawSecurity,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSecurity {
+    trusted_proxies: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Deserialize)]
@@ -135,6 +143,59 @@ pub struct Config {
     pub default_upstream: usize,
     /// The routes in file order.
     pub routes: Vec<RouteSpec>,
+    /// What the proxy trusts of its clients.
+    pub security: Security,
+}
+
+/// What the proxy trusts of its clients (`[security]`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Security {
+    /// Clients whose `X-Forwarded-*`, `Forwarded` and `X-Real-IP` headers are kept (other
+    /// proxies in front of this one); everyone else's are replaced.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// An address block, `10.0.0.0/8` or `::1/128` (a bare address is a block of one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    addr: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    /// Parses `ADDR/PREFIX` or `ADDR`.
+    pub fn parse(text: &str) -> Result<IpNet, String> {
+        let (a, p) = text.split_once('/').map_or((text, None), |(a, p)| (a, Some(p)));
+        let addr: std::net::IpAddr =
+            a.trim().parse().map_err(|_| format!("`{text}` is not an address or ADDR/PREFIX"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            None => max,
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|&n| n <= max)
+                .ok_or_else(|| format!("`{text}`: the prefix must be a number from 0 to {max}"))?,
+        };
+        Ok(IpNet { addr, prefix })
+    }
+
+    /// Whether `ip` is in the block (an IPv4-mapped IPv6 address counts as IPv4).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        let (a, b, bits) = match (self.addr, ip) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => (u128::from(u32::from(a)), u128::from(u32::from(b)), 32),
+            (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a), u128::from(b), 128),
+            _ => return false,
+        };
+        let shift = bits - u32::from(self.prefix);
+        shift >= bits || (a >> shift) == (b >> shift)
+    }
 }
 
 /// Listen addresses.
@@ -791,7 +852,14 @@ impl Validator<'_> {
                 line,
             });
         }
-        Ok(Config { listen, server, proxy, upstreams, default_upstream, routes })
+        let mut trusted_proxies = Vec::new();
+        for t in raw.security.trusted_proxies.as_ref().map(|v| v.get_ref().as_slice()).unwrap_or_default() {
+            let net =
+                IpNet::parse(t.get_ref()).map_err(|e| self.err(t.span(), format!("security.trusted_proxies: {e}")))?;
+            trusted_proxies.push(net);
+        }
+        let security = Security { trusted_proxies };
+        Ok(Config { listen, server, proxy, upstreams, default_upstream, routes, security })
     }
 }
 
@@ -910,6 +978,26 @@ fallback = true
         assert_eq!(r.cohort, Cohort::Header(HeaderName::from_static("x-user-id")));
         assert_eq!(r.line, 17);
         assert!(r.fallback);
+    }
+
+    #[test]
+    fn trusted_proxies_are_address_blocks() {
+        let c = parse(&format!("{GOOD}\n[security]\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\", \"192.168.1.7\"]\n"))
+            .unwrap();
+        let t = &c.security.trusted_proxies;
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert!(t[0].contains(ip("10.200.3.4")) && !t[0].contains(ip("11.0.0.1")));
+        assert!(t[0].contains(ip("::ffff:10.1.2.3")), "IPv4-mapped IPv6 counts as IPv4");
+        assert!(t[1].contains(ip("::1")) && !t[1].contains(ip("::2")) && !t[1].contains(ip("127.0.0.1")));
+        assert!(t[2].contains(ip("192.168.1.7")) && !t[2].contains(ip("192.168.1.8")));
+        assert!(IpNet::parse("0.0.0.0/0").unwrap().contains(ip("8.8.8.8")));
+        assert!(IpNet::parse("::/0").unwrap().contains(ip("2001:db8::1")));
+        for (bad, why) in [("10.0.0.0/33", "prefix must be a number from 0 to 32"), ("ten", "not an address")] {
+            let err = parse(&format!("{GOOD}\n[security]\ntrusted_proxies = [\"{bad}\"]\n")).expect_err(bad);
+            assert!(err.reason.contains(why) && err.reason.starts_with("security.trusted_proxies"), "{err}");
+            assert_eq!(err.line, 28, "{err}");
+        }
+        assert!(parse(GOOD).unwrap().security.trusted_proxies.is_empty(), "nobody is trusted by default");
     }
 
     #[test]

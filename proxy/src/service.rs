@@ -293,6 +293,7 @@ impl FicusProxy {
                 session.req_header_mut().insert_header(TRACEPARENT, ids.traceparent)?;
             }
         }
+        forwarding(session.req_header_mut(), client_ip, &rt.config.security.trusted_proxies)?;
         if let Some(r) = decision.route
             && decision.target == Target::Monolith
             && rt.config.routes[r].stage == Stage::Shadow
@@ -321,6 +322,66 @@ impl FicusProxy {
         }
         Ok(None)
     }
+}
+
+static FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+static REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+/// The prefix of the proxy's own headers, which a client may not send on to an upstream.
+const OWN_PREFIX: &str = "x-ficus-";
+
+/// The forwarding headers an upstream gets. The proxy's own `x-ficus-*` headers are
+/// removed (the force header has been read by then). A client in `trusted` (a proxy in
+/// front of this one) keeps what it sent, and its address is appended to
+/// `X-Forwarded-For`; anyone else's `X-Forwarded-For`, `Forwarded` and `X-Real-IP` are
+/// dropped and replaced by what this proxy saw. `X-Forwarded-Proto` and
+/// `X-Forwarded-Host` are set when not kept.
+fn forwarding(
+    req: &mut pingora::http::RequestHeader,
+    client: Option<std::net::IpAddr>,
+    trusted: &[crate::config::IpNet],
+) -> Result<()> {
+    if req.headers.keys().any(|k| k.as_str().starts_with(OWN_PREFIX)) {
+        let own: Vec<HeaderName> = req.headers.keys().filter(|k| k.as_str().starts_with(OWN_PREFIX)).cloned().collect();
+        for k in &own {
+            req.remove_header(k);
+        }
+    }
+    let trusted = client.is_some_and(|ip| trusted.iter().any(|n| n.contains(ip)));
+    let seen = client.map(|ip| ip.to_string());
+    if trusted {
+        let before = req.headers.get(&FORWARDED_FOR).and_then(|v| v.to_str().ok()).filter(|v| !v.trim().is_empty());
+        let chain = match (before, seen) {
+            (Some(b), Some(ip)) => Some(format!("{b}, {ip}")),
+            (None, ip) => ip,
+            (Some(_), None) => None,
+        };
+        if let Some(c) = chain {
+            req.insert_header(FORWARDED_FOR.clone(), c)?;
+        }
+    } else {
+        req.remove_header(&FORWARDED);
+        req.remove_header(&REAL_IP);
+        match seen {
+            Some(ip) => req.insert_header(FORWARDED_FOR.clone(), ip)?,
+            None => {
+                req.remove_header(&FORWARDED_FOR);
+            }
+        }
+        req.remove_header(&FORWARDED_PROTO);
+        req.remove_header(&FORWARDED_HOST);
+    }
+    if !req.headers.contains_key(&FORWARDED_PROTO) {
+        req.insert_header(FORWARDED_PROTO.clone(), HeaderValue::from_static("http"))?;
+    }
+    if !req.headers.contains_key(&FORWARDED_HOST)
+        && let Some(host) = req.headers.get(http::header::HOST).cloned()
+    {
+        req.insert_header(FORWARDED_HOST.clone(), host)?;
+    }
+    Ok(())
 }
 
 #[async_trait]

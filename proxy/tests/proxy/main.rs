@@ -8,5 +8,6 @@ mod lifecycle;
 mod reload;
 mod rollout;
 mod routing;
+mod security;
 mod shadow;
 mod support;

@@ -44,6 +44,10 @@ async fn answer(State(s): State<UpState>, req: Request) -> Response {
         "body": String::from_utf8_lossy(&body),
         "x-request-id": header("x-request-id"),
         "traceparent": header("traceparent"),
+        "headers": parts.headers.keys().map(|k| {
+            let all: Vec<&str> = parts.headers.get_all(k).iter().filter_map(|v| v.to_str().ok()).collect();
+            (k.as_str().to_owned(), Value::from(all.join(", ")))
+        }).collect::<serde_json::Map<String, Value>>(),
     });
     let status = if s.fail.load(Ordering::Relaxed) && parts.uri.path() != "/healthz" {
         axum::http::StatusCode::INTERNAL_SERVER_ERROR

@@ -1,0 +1,60 @@
+//! What a client may not tell an upstream: the proxy's own `x-ficus-*` headers, and
+//! forwarding headers unless the client is a trusted proxy (`[security] trusted_proxies`).
+
+use serde_json::Value;
+
+use crate::support::{TestProxy, Upstream, config_text};
+
+const ROUTES: &str =
+    "[[routes]]\nname = \"catalog\"\npath = \"/api/products/{*rest}\"\nupstream = \"catalog\"\nstage = \"service\"\n";
+
+const SPOOFED: [(&str, &str); 8] = [
+    ("x-forwarded-for", "6.6.6.6"),
+    ("forwarded", "for=6.6.6.6;proto=https"),
+    ("x-real-ip", "6.6.6.6"),
+    ("x-forwarded-proto", "https"),
+    ("x-forwarded-host", "bank.example"),
+    ("x-ficus-upstream", "forged"),
+    ("x-ficus-shadow", "1"),
+    ("x-ficus-whatever", "x"),
+];
+
+fn header<'a>(body: &'a Value, name: &str) -> Option<&'a str> {
+    body["headers"][name].as_str()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_headers_from_an_untrusted_client_reached_the_upstream_as_sent() {
+    let mono = Upstream::start("monolith").await;
+    let svc = Upstream::start("catalog").await;
+    let p = TestProxy::start(&config_text(&[("monolith", mono.addr), ("catalog", svc.addr)], ROUTES)).await;
+    for path in ["/api/products/1", "/unmatched"] {
+        let (status, _, body) = p.get(path, &SPOOFED).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(header(&body, "x-forwarded-for"), Some("127.0.0.1"), "{path}: {body}");
+        assert_eq!(header(&body, "x-forwarded-proto"), Some("http"), "{path}: {body}");
+        let host = header(&body, "x-forwarded-host").unwrap_or_default();
+        assert!(host.starts_with("127.0.0.1:"), "{path}: the Host the client sent: {body}");
+        for gone in ["forwarded", "x-real-ip", "x-ficus-upstream", "x-ficus-shadow", "x-ficus-whatever"] {
+            assert_eq!(header(&body, gone), None, "{path}: {gone} dropped: {body}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_proxy_keeps_its_forwarding_headers_and_is_appended() {
+    let mono = Upstream::start("monolith").await;
+    let svc = Upstream::start("catalog").await;
+    let text = config_text(&[("monolith", mono.addr), ("catalog", svc.addr)], ROUTES)
+        .replace("[proxy]\n", "[security]\ntrusted_proxies = [\"10.0.0.0/8\", \"127.0.0.0/8\"]\n\n[proxy]\n");
+    let p = TestProxy::start(&text).await;
+    let (status, _, body) = p.get("/api/products/1", &SPOOFED).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(header(&body, "x-forwarded-for"), Some("6.6.6.6, 127.0.0.1"), "{body}");
+    assert_eq!(header(&body, "forwarded"), Some("for=6.6.6.6;proto=https"), "{body}");
+    assert_eq!(header(&body, "x-real-ip"), Some("6.6.6.6"), "{body}");
+    assert_eq!(header(&body, "x-forwarded-proto"), Some("https"), "{body}");
+    assert_eq!(header(&body, "x-forwarded-host"), Some("bank.example"), "{body}");
+    // Its own headers are still the proxy's alone.
+    assert_eq!(header(&body, "x-ficus-upstream"), None, "{body}");
+}
