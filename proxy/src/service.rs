@@ -277,8 +277,9 @@ impl FicusProxy {
         let idempotent = matches!(req.method, Method::GET | Method::HEAD) || req.headers.contains_key(&IDEMPOTENCY_KEY);
         ctx.can_fall_back = decision.fallback.is_some() && decision.target == Target::Service && idempotent;
         let needs_buffer = ctx.can_fall_back && !matches!(req.method, Method::GET | Method::HEAD);
-        let has_request_id = req.headers.contains_key(&REQUEST_ID_NAME);
-        let has_traceparent = req.headers.contains_key(&TRACEPARENT_NAME);
+        // A client's ids are passed on only when well formed; others are replaced.
+        let has_request_id = req.headers.get(&REQUEST_ID_NAME).is_some_and(|v| valid_request_id(v.as_bytes()));
+        let has_traceparent = req.headers.get(&TRACEPARENT_NAME).is_some_and(|v| valid_traceparent(v.as_bytes()));
         ctx.decision = Some(decision);
         if needs_buffer {
             session.as_downstream_mut().enable_retry_buffering();
@@ -322,6 +323,35 @@ impl FicusProxy {
         }
         Ok(None)
     }
+}
+
+/// The longest `x-request-id` passed on.
+pub const MAX_REQUEST_ID: usize = 128;
+
+/// An `x-request-id` worth passing on: 1 to [`MAX_REQUEST_ID`] visible ASCII characters.
+fn valid_request_id(v: &[u8]) -> bool {
+    !v.is_empty() && v.len() <= MAX_REQUEST_ID && v.iter().all(|b| b.is_ascii_graphic())
+}
+
+/// A W3C `traceparent` (Trace Context level 1): `VV-<32 hex>-<16 hex>-FF`, lower-case
+/// hex, version not `ff`, trace and parent ids not all zeros; version `00` has exactly
+/// those four fields, a later version may add more after a `-`.
+fn valid_traceparent(v: &[u8]) -> bool {
+    let hex = |s: &[u8]| s.iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b));
+    let zero = |s: &[u8]| s.iter().all(|&b| b == b'0');
+    if v.len() < 55 || v[2] != b'-' || v[35] != b'-' || v[52] != b'-' {
+        return false;
+    }
+    let (version, trace, parent, flags) = (&v[0..2], &v[3..35], &v[36..52], &v[53..55]);
+    let rest_ok = if version == b"00" { v.len() == 55 } else { v.len() == 55 || v[55] == b'-' };
+    hex(version)
+        && version != b"ff"
+        && hex(trace)
+        && !zero(trace)
+        && hex(parent)
+        && !zero(parent)
+        && hex(flags)
+        && rest_ok
 }
 
 static FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -593,6 +623,34 @@ impl ProxyHttp for FicusProxy {
             && let Some(c) = ctx.shadow.take()
         {
             self.hand_to_shadow(rt, *c);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_passed_on_only_when_well_formed() {
+        assert!(valid_request_id(b"abc-123") && valid_request_id(&[b'x'; MAX_REQUEST_ID]));
+        for bad in [&b""[..], &[b'x'; MAX_REQUEST_ID + 1], b"a b", b"a\x01", "é".as_bytes()] {
+            assert!(!valid_request_id(bad), "{bad:?}");
+        }
+        let good = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert!(valid_traceparent(good));
+        assert!(valid_traceparent(b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-future"));
+        for bad in [
+            &b"garbage"[..],
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            b"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            b"00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            b"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g",
+            b"00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ] {
+            assert!(!valid_traceparent(bad), "{}", String::from_utf8_lossy(bad));
         }
     }
 }

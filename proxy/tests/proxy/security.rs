@@ -58,3 +58,22 @@ async fn a_trusted_proxy_keeps_its_forwarding_headers_and_is_appended() {
     // Its own headers are still the proxy's alone.
     assert_eq!(header(&body, "x-ficus-upstream"), None, "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_request_ids_and_garbage_trace_contexts_were_passed_on_unchecked() {
+    let mono = Upstream::start("monolith").await;
+    let svc = Upstream::start("catalog").await;
+    let p = TestProxy::start(&config_text(&[("monolith", mono.addr), ("catalog", svc.addr)], ROUTES)).await;
+    let huge = "i".repeat(10_000);
+    let (status, _, body) =
+        p.get("/api/products/1", &[("x-request-id", &huge), ("traceparent", "00-garbage-01")]).await;
+    assert_eq!(status, 200);
+    let id = body["x-request-id"].as_str().unwrap_or_default();
+    let trace = body["traceparent"].as_str().unwrap_or_default();
+    assert!(id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()), "a new request id: {id:?}");
+    assert!(trace.len() == 55 && trace.starts_with("00-") && trace[3..35] == *id, "a new traceparent: {trace:?}");
+    // Well-formed ones are passed on as they came.
+    let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let (_, _, body) = p.get("/api/products/1", &[("x-request-id", "req-42"), ("traceparent", good)]).await;
+    assert_eq!((body["x-request-id"].as_str(), body["traceparent"].as_str()), (Some("req-42"), Some(good)));
+}
