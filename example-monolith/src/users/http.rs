@@ -50,6 +50,10 @@ fn valid_name(name: &str) -> ApiResult<String> {
     if name.is_empty() || name.chars().count() > 100 {
         return Err(ApiError::invalid("name", "name must be 1 to 100 characters"));
     }
+    // NUL, ESC, newlines and the like break logs, terminals and other systems' parsers.
+    if name.chars().any(char::is_control) {
+        return Err(ApiError::invalid("name", "name must not contain control characters"));
+    }
     Ok(name.to_string())
 }
 

@@ -64,6 +64,10 @@ async fn bad_registrations_name_the_field(shop: &TestShop) {
         (json!({"email": "short@example.com", "password": "short", "name": "X"}), "password"),
         (json!({"email": "long@example.com", "password": "x".repeat(129), "name": "X"}), "password"),
         (json!({"email": "noname@example.com", "password": PASSWORD, "name": "  "}), "name"),
+        // Control characters in a name (NUL, ESC, a newline) were accepted and stored.
+        (json!({"email": "nul@example.com", "password": PASSWORD, "name": "Ann\u{0}"}), "name"),
+        (json!({"email": "esc@example.com", "password": PASSWORD, "name": "\u{1b}[31mAnn"}), "name"),
+        (json!({"email": "nl@example.com", "password": PASSWORD, "name": "Ann\nBob"}), "name"),
     ] {
         let got = shop.post("/api/users", None, body).await;
         assert_client_error(&got, StatusCode::BAD_REQUEST, Some(field));
