@@ -429,7 +429,7 @@ const HOP_BY_HOP: [&str; 9] = [
     "content-length",
 ];
 
-async fn call(client: &reqwest::Client, addr: SocketAddr, job: &Job) -> Result<Answer, String> {
+async fn call(client: &reqwest::Client, addr: SocketAddr, job: &Job) -> Result<Answer, CallError> {
     let url = format!("http://{addr}{}", job.path_and_query);
     let mut headers = job.headers.clone();
     for h in HOP_BY_HOP {
@@ -443,14 +443,31 @@ async fn call(client: &reqwest::Client, addr: SocketAddr, job: &Job) -> Result<A
         .timeout(job.timeout)
         .send()
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| CallError::Failed(e.to_string()))?;
     let status = resp.status().as_u16();
     let headers = chosen_headers(resp.headers(), &job.compared_headers);
-    let body = resp.bytes().await.map_err(|e| e.to_string())?;
-    if body.len() > BODY_LIMIT {
-        return Err(format!("body over {BODY_LIMIT} bytes"));
+    // Read in chunks and stop at the limit: an answer of any size costs at most the limit.
+    if resp.content_length().is_some_and(|n| n > BODY_LIMIT as u64) {
+        return Err(CallError::TooLarge);
     }
-    Ok(Answer { status, headers, body })
+    let mut resp = resp;
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| CallError::Failed(e.to_string()))? {
+        if body.len() + chunk.len() > BODY_LIMIT {
+            return Err(CallError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Answer { status, headers, body: body.freeze() })
+}
+
+/// Why a shadow call gave no answer to compare.
+#[derive(Debug)]
+enum CallError {
+    /// The body was over [`BODY_LIMIT`] (not read further).
+    TooLarge,
+    /// The call failed (refused, timed out, cut off).
+    Failed(String),
 }
 
 async fn work(shadow: &RouteShadow, client: &reqwest::Client, job: Job) {
@@ -472,7 +489,8 @@ async fn work(shadow: &RouteShadow, client: &reqwest::Client, job: Job) {
     }
     match service {
         Ok(answer) => shadow.judge(&job, compare(&job.monolith, &answer)),
-        Err(e) => {
+        Err(CallError::TooLarge) => shadow.skip(),
+        Err(CallError::Failed(e)) => {
             shadow.failed.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(route = %shadow.name, "shadow call failed: {e}");
         }

@@ -376,3 +376,50 @@ async fn a_hanging_service_neither_slows_clients_nor_grows_the_queue() {
     let dropped = format!("ficus_shadow_dropped_total{{route=\"catalog\"}} {}", d["dropped"]);
     assert!(metrics.as_str().unwrap_or_default().contains(&dropped), "{metrics}");
 }
+
+/// Peak resident memory of this process (`VmHWM`), in MB.
+fn peak_rss_mb() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0, |kb| kb / 1024)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_answering_100_mb_to_a_shadowed_get_grew_the_proxys_memory() {
+    let mono = DocServer::start(PLAIN).await;
+    // Answers 100 MB, streamed from one shared 1 MB chunk (so serving it costs ~1 MB): with a
+    // content-length on even ids, chunked on odd ones.
+    let chunk = axum::body::Bytes::from(vec![b'x'; 1 << 20]);
+    let app = axum::Router::new().fallback(move |req: Request| {
+        let chunk = chunk.clone();
+        async move {
+            let odd = req.uri().path().ends_with(['1', '3', '5', '7', '9']);
+            let stream = futures::stream::iter((0..100).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
+            let mut resp = axum::body::Body::from_stream(stream).into_response();
+            if !odd {
+                resp.headers_mut().insert("content-length", (100u64 << 20).into());
+            }
+            resp
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let huge = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let p = TestProxy::start(&config_text(&[("monolith", mono.addr), ("catalog", huge)], &route(""))).await;
+    get_from_monolith(&p, 0).await;
+    diffs_until(&p, |d| d["skipped"] == 1).await;
+    let before = peak_rss_mb();
+    for id in 1..=8 {
+        get_from_monolith(&p, id).await;
+    }
+    let d = diffs_until(&p, |d| d["skipped"] == 9).await;
+    assert_eq!((d["compared"].as_u64(), d["failed"].as_u64()), (Some(0), Some(0)), "skipped, not failed: {d}");
+    let grown = peak_rss_mb().saturating_sub(before);
+    // Each answer is read at most to the 1 MB limit: nothing like 8 × 100 MB.
+    assert!(grown < 64, "peak memory grew {grown} MB over 8 answers of 100 MB");
+}
