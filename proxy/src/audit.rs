@@ -90,18 +90,23 @@ impl AuditLog {
         &self.path
     }
 
+    /// Records a transition that may only happen once its record is on disk: appended and
+    /// synced, or the error (and nothing is recorded).
+    pub fn record_durably(&self, entry: Entry) -> std::io::Result<()> {
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        append_line(&self.path, &entry)?;
+        log_entry(&entry);
+        if recent.len() == KEPT {
+            recent.pop_front();
+        }
+        recent.push_back(entry);
+        Ok(())
+    }
+
     /// Records a transition: appended to the file (a failure to write is logged as an error, and
     /// the entry is still kept in memory and in the process log).
     pub fn record(&self, entry: Entry) {
-        tracing::info!(
-            target: "ficus::audit",
-            route = %entry.route,
-            from = %entry.from,
-            to = %entry.to,
-            by = %entry.by,
-            "stage change: {}",
-            entry.why
-        );
+        log_entry(&entry);
         let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         if let Err(e) = append_line(&self.path, &entry) {
             tracing::error!("cannot write the audit log {}: {e}", self.path.display());
@@ -117,6 +122,18 @@ impl AuditLog {
         let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         recent.iter().filter(|e| route.is_none_or(|r| e.route == r)).cloned().collect()
     }
+}
+
+fn log_entry(entry: &Entry) {
+    tracing::info!(
+        target: "ficus::audit",
+        route = %entry.route,
+        from = %entry.from,
+        to = %entry.to,
+        by = %entry.by,
+        "stage change: {}",
+        entry.why
+    );
 }
 
 fn append_line(path: &Path, entry: &Entry) -> std::io::Result<()> {

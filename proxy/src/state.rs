@@ -206,6 +206,7 @@ impl Shared {
     /// Loads the config file and builds the first state.
     pub fn load(config_path: &Path) -> Result<Shared, ProxyError> {
         let config_path = crate::config::absolute(config_path);
+        remove_stale_temporaries(&config_path);
         let (config, text) = Config::load(&config_path)?;
         let metrics = Metrics::new();
         let audit = AuditLog::open(config.audit_path(&config_path));
@@ -400,23 +401,42 @@ impl Shared {
             .map_err(|reason| ProxyError::from(ConfigError { file: self.config_path.clone(), line: 1, reason }))?;
         // Validate what will be written before writing it.
         Config::parse(&new_text, &self.config_path)?;
-        if write_back {
-            write_atomically(&self.config_path, &new_text)?;
-        } else {
+        if !write_back {
             why = format!("{why}; not written back: the config file is invalid");
         }
-        self.apply_text(&new_text)?;
-        if write_back {
-            *last = new_text;
-        }
-        self.audit.record(Entry {
+        // The audit record is durable before the change is saved or live: a crash in between
+        // leaves a record of a change that did not happen (and says so below when it fails),
+        // never a change without its record.
+        let entry = Entry {
             time: crate::audit::now(),
             route: name.to_owned(),
             from: position(from.0, from.1),
             to: position(to.0, to.1),
             why: if why.is_empty() { "no reason given".to_owned() } else { why.trim_start_matches("; ").to_owned() },
             by,
-        });
+        };
+        self.audit
+            .record_durably(entry.clone())
+            .map_err(|source| ProxyError::Io { path: self.audit.path().to_owned(), source })?;
+        let made = (|| {
+            if write_back {
+                write_atomically(&self.config_path, &new_text)?;
+            }
+            self.apply_text(&new_text)
+        })();
+        if let Err(e) = made {
+            self.audit.record(Entry {
+                time: crate::audit::now(),
+                from: entry.to.clone(),
+                to: entry.from.clone(),
+                why: format!("the change above was not made: {e}"),
+                ..entry
+            });
+            return Err(e);
+        }
+        if write_back {
+            *last = new_text;
+        }
         drop(last);
         self.route(name).ok_or_else(|| ProxyError::UnknownRoute(name.to_owned()))
     }
@@ -600,6 +620,27 @@ fn set_keeping_decor(table: &mut toml_edit::Table, key: &str, mut value: toml_ed
 
 /// Writes a file by writing a temporary file beside it and renaming it over the original, so a
 /// crash never leaves half a config.
+/// Removes the temporary files of [`write_atomically`] that a process killed mid-write
+/// left beside the config (those of a process still running are kept: it may be writing).
+fn remove_stale_temporaries(config_path: &Path) {
+    let dir = config_path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let file_name = config_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let prefix = format!(".{file_name}.ficus-");
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix(&prefix).and_then(|r| r.strip_suffix(".tmp")) else { continue };
+        let alive =
+            pid.parse::<u32>().is_ok_and(|p| p == std::process::id() || Path::new(&format!("/proc/{p}")).exists());
+        if !alive {
+            match std::fs::remove_file(e.path()) {
+                Ok(()) => tracing::warn!("removed {}, left by a process that stopped mid-write", e.path().display()),
+                Err(err) => tracing::warn!("cannot remove {}: {err}", e.path().display()),
+            }
+        }
+    }
+}
+
 pub fn write_atomically(path: &Path, text: &str) -> Result<(), ProxyError> {
     let io = |source| ProxyError::Io { path: path.to_owned(), source };
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));

@@ -288,3 +288,99 @@ fn an_empty_admin_token_is_refused_at_start() {
         assert!(err.contains("the admin token is empty: set FICUS_ADMIN_TOKEN to a secret"), "{err}");
     }
 }
+
+/// One `PUT /routes/NAME` over a fresh connection; true when it was answered 200.
+fn put_stage(admin: &str, route: &str, percent: f64) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(admin) else { return false };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let body = format!("{{\"stage\": \"canary\", \"percent\": {percent}, \"reason\": \"burst\"}}");
+    let req = format!(
+        "PUT /routes/{route} HTTP/1.1\r\nhost: {admin}\r\nauthorization: Bearer t\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut answer = String::new();
+    s.write_all(req.as_bytes()).is_ok() && s.read_to_string(&mut answer).is_ok() && answer.starts_with("HTTP/1.1 200")
+}
+
+/// (stage, percent) per route of a config file.
+fn positions(path: &Path) -> Vec<(String, String, f64)> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let c = ficus_proxy::config::Config::parse(&text, path).expect("the file stays valid");
+    c.routes.iter().map(|r| (r.name.clone(), r.stage.as_str().to_owned(), r.percent.as_percent())).collect()
+}
+
+#[test]
+fn a_kill_during_a_burst_of_stage_changes_left_a_saved_change_without_its_audit_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let routes: String = (0..4)
+        .map(|i| format!("[[routes]]\nname = \"r{i}\"\npath = \"/r{i}/{{*rest}}\"\nupstream = \"catalog\"\nstage = \"monolith\"\n\n"))
+        .collect();
+    let path = config(dir.path(), &routes);
+    let audit = dir.path().join("ficus.audit.jsonl");
+    let temporaries = || {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".tmp"))
+            .collect::<Vec<_>>()
+    };
+    // Seeded, so a failure can be replayed: kill points from 10 to 250 ms into the burst.
+    let mut seed: u64 = 0x5eed_f1c5;
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(1));
+    let (mut applied, mut stale_removed) = (0, 0);
+    for round in 0..6 {
+        let proxy = Proxy::start(&path, "t");
+        assert!(
+            temporaries().is_empty(),
+            "round {round}: a restarted proxy leaves no temporary file: {:?}",
+            temporaries()
+        );
+        let admin = proxy.admin.trim_start_matches("http://").to_owned();
+        let burst: Vec<_> = (0..2)
+            .map(|t| {
+                let (admin, next) = (admin.clone(), next.clone());
+                std::thread::spawn(move || {
+                    let mut ok = 0;
+                    for k in 0..60 {
+                        // Every change goes to a percent never used before, so positions do not repeat.
+                        let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if put_stage(&admin, &format!("r{}", (k + t) % 4), n as f64 / 100.0) {
+                            ok += 1;
+                        }
+                    }
+                    ok
+                })
+            })
+            .collect();
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        std::thread::sleep(Duration::from_millis(10 + (seed >> 33) % 240));
+        let mut proxy = proxy;
+        let _ = proxy.child.kill();
+        let _ = proxy.child.wait();
+        applied += burst.into_iter().map(|h| h.join().unwrap()).sum::<usize>();
+        if !temporaries().is_empty() {
+            stale_removed += 1;
+        }
+        // Every position the file holds is one the audit log recorded.
+        let entries: Vec<serde_json::Value> = std::fs::read_to_string(&audit)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        for (name, stage, percent) in positions(&path) {
+            if stage == "monolith" {
+                continue;
+            }
+            let recorded = entries.iter().any(|e| {
+                e["route"] == name.as_str() && e["to"]["stage"] == stage.as_str() && e["to"]["percent"] == percent
+            });
+            assert!(recorded, "round {round}: {name} is saved at {stage} {percent}% with no audit record of it");
+        }
+    }
+    assert!(applied > 0, "some changes were made before the kills");
+    eprintln!(
+        "{applied} changes answered 200 over 6 killed bursts; {stale_removed} rounds left a temporary file behind"
+    );
+}
