@@ -242,8 +242,18 @@ impl FicusProxy {
         if head_size > max {
             return Ok(Some((431, "request header fields too large".into())));
         }
+        // HTTP/1.1 requires Host (RFC 9112 §3.2): without it the request is ambiguous.
+        if req.version == http::Version::HTTP_11 && !req.headers.contains_key(http::header::HOST) {
+            return Ok(Some((400, "an HTTP/1.1 request must have a Host header".into())));
+        }
         // Route on the target as received: the parsed URI may have replaced bytes it could not hold.
+        // (A raw space or other byte illegal in a request line never gets here as such:
+        // Pingora's parser percent-encodes it and parses again, before any hook runs.)
         let raw = req.raw_path();
+        // Absolute-form (`GET http://host/path`) is forwarded in origin-form, with its
+        // authority as the Host (RFC 9112 §3.2.2).
+        let absolute = raw.starts_with(b"http://") || raw.starts_with(b"https://");
+        let authority = if absolute { req.uri.authority().map(|a| a.as_str().to_owned()) } else { None };
         let path = if raw.first() == Some(&b'/') {
             std::str::from_utf8(raw).ok().and_then(|s| s.split(['?', '#']).next())
         } else if raw.starts_with(b"http://") || raw.starts_with(b"https://") {
@@ -252,7 +262,7 @@ impl FicusProxy {
             None
         };
         let rewritten = match path.map(normalize_path) {
-            Some(Ok(Cow::Borrowed(p))) if p == req.uri.path() => None,
+            Some(Ok(Cow::Borrowed(p))) if p == req.uri.path() && !absolute => None,
             Some(Ok(p)) => Some(p.into_owned()),
             Some(Err(e)) => return Ok(Some((400, e.to_string().into()))),
             None => return Ok(Some((400, "the request target must be a path starting with '/'".into()))),
@@ -267,6 +277,9 @@ impl FicusProxy {
             match http::Uri::try_from(target) {
                 Ok(uri) => session.req_header_mut().set_uri(uri),
                 Err(_) => return Ok(Some((400, "the request target is not a valid URI".into()))),
+            }
+            if let Some(host) = authority {
+                session.req_header_mut().insert_header(http::header::HOST, host)?;
             }
         }
         let Some(rt) = ctx.rt.as_ref() else { return Ok(None) };

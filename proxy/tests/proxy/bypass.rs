@@ -94,3 +94,69 @@ async fn malformed_heads_get_a_clean_4xx_and_the_proxy_lives_on() {
     }
     panic!("refused requests are not counted");
 }
+
+/// A raw HTTP/1.1 server on port 0 that answers 200 and records each request's head as received.
+async fn recording_upstream() -> (std::net::SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let kept = kept.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                kept.lock().unwrap().push(String::from_utf8_lossy(&buf).into_owned());
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok").await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// Sends `head` as is and returns the status.
+async fn send_head(p: &TestProxy, head: &[u8]) -> u16 {
+    let mut s = tokio::net::TcpStream::connect(p.proxy.as_ref().unwrap().http_addr()).await.unwrap();
+    let _ = s.write_all(head).await;
+    let mut data = Vec::new();
+    let _ = s.read_to_end(&mut data).await;
+    String::from_utf8_lossy(&data).split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absolute_targets_were_forwarded_verbatim_and_hostless_requests_accepted() {
+    let (mono, seen) = recording_upstream().await;
+    let svc = Upstream::start("catalog").await;
+    let p = TestProxy::start(&config_text(&[("monolith", mono), ("catalog", svc.addr)], ROUTES)).await;
+    let status = send_head(
+        &p,
+        b"GET http://elsewhere.example:8080/api/orders?x=1 HTTP/1.1\r\nHost: elsewhere.example:8080\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let head = seen.lock().unwrap().iter().rev().find(|h| h.contains("/api/orders")).cloned().unwrap_or_default();
+    let first = head.lines().next().unwrap_or_default();
+    assert_eq!(first, "GET /api/orders?x=1 HTTP/1.1", "origin-form upstream: {head}");
+    let host: Vec<&str> = head.lines().filter(|l| l.to_ascii_lowercase().starts_with("host:")).collect();
+    assert_eq!(host, vec!["Host: elsewhere.example:8080"], "the authority is the Host: {head}");
+    for (head, why) in [
+        (&b"GET /api/orders HTTP/1.1\r\nConnection: close\r\n\r\n"[..], "HTTP/1.1 without Host"),
+        (
+            b"GET http://a.example/api/orders HTTP/1.1\r\nHost: b.example\r\nConnection: close\r\n\r\n",
+            "an authority that is not the Host",
+        ),
+    ] {
+        let before = seen.lock().unwrap().len();
+        assert_eq!(send_head(&p, head).await, 400, "{why}");
+        assert_eq!(seen.lock().unwrap().len(), before, "{why}: nothing forwarded");
+    }
+    // HTTP/1.0 has no Host requirement.
+    assert_eq!(send_head(&p, b"GET /api/orders HTTP/1.0\r\n\r\n").await, 200);
+}
