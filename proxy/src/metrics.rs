@@ -22,6 +22,7 @@ pub struct Metrics {
     requests: IntCounterVec,
     latency: HistogramVec,
     fallbacks: IntCounterVec,
+    fallback_impossible: IntCounterVec,
     /// Upstream health: 1 healthy, 0 not, by upstream and address.
     pub upstream_healthy: IntGaugeVec,
     /// Open circuit breakers by upstream and address.
@@ -140,7 +141,15 @@ pub struct RouteMetrics {
     pub monolith: TargetMetrics,
     /// Requests that fell back from the service to the monolith.
     pub fallbacks: IntCounter,
+    /// Requests that would have fallen back but could not: their body was over the retry
+    /// buffer ([`FALLBACK_BODY_LIMIT`]).
+    pub fallback_impossible: IntCounter,
 }
+
+/// Pingora keeps this much of a request body to send it again (a fixed size in Pingora
+/// 0.9): a request with a bigger body cannot fall back once its body has started to go to
+/// the service.
+pub const FALLBACK_BODY_LIMIT: usize = 64 * 1024;
 
 impl Metrics {
     /// Creates and registers the families.
@@ -159,6 +168,14 @@ impl Metrics {
         .expect("valid metric");
         let fallbacks = IntCounterVec::new(
             Opts::new("ficus_fallbacks_total", "Requests served by the monolith because the service failed"),
+            &["route"],
+        )
+        .expect("valid metric");
+        let fallback_impossible = IntCounterVec::new(
+            Opts::new(
+                "ficus_fallback_impossible_total",
+                "Requests that could not fall back to the monolith: their body was over the 64 KB retry buffer",
+            ),
             &["route"],
         )
         .expect("valid metric");
@@ -204,6 +221,7 @@ impl Metrics {
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
             Box::new(fallbacks.clone()),
+            Box::new(fallback_impossible.clone()),
             Box::new(upstream_healthy.clone()),
             Box::new(breaker_open.clone()),
             Box::new(reloads.clone()),
@@ -222,6 +240,7 @@ impl Metrics {
             requests,
             latency,
             fallbacks,
+            fallback_impossible,
             upstream_healthy,
             breaker_open,
             reloads,
@@ -258,6 +277,7 @@ impl Metrics {
             service: self.target(route, service),
             monolith: self.target(route, monolith),
             fallbacks: self.fallbacks.with_label_values(&[route]),
+            fallback_impossible: self.fallback_impossible.with_label_values(&[route]),
         }
     }
 

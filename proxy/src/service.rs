@@ -177,6 +177,18 @@ impl FicusProxy {
         }
     }
 
+    /// Counts a request that could not fall back because its body outgrew the retry buffer.
+    fn fallback_impossible(ctx: &Ctx) {
+        if let (Some(rt), Some(Decision { route: Some(r), .. })) = (&ctx.rt, ctx.decision) {
+            rt.route_metrics[r].fallback_impossible.inc();
+            tracing::warn!(
+                route = %rt.config.routes[r].name,
+                "service failed before answering, and the request body was over {} KB: cannot fall back",
+                crate::metrics::FALLBACK_BODY_LIMIT / 1024
+            );
+        }
+    }
+
     /// Switches the request to the monolith when allowed; true when it did.
     fn try_fall_back(ctx: &mut Ctx) -> bool {
         if ctx.can_fall_back && !ctx.fell_back && !ctx.answered {
@@ -574,7 +586,9 @@ impl ProxyHttp for FicusProxy {
         let truncated = session.as_ref().retry_buffer_truncated();
         if e.esource() == &ErrorSource::Upstream && !ctx.answered {
             Self::breaker_failure(ctx);
-            if !truncated && Self::try_fall_back(ctx) {
+            if truncated && ctx.can_fall_back && !ctx.fell_back {
+                Self::fallback_impossible(ctx);
+            } else if !truncated && Self::try_fall_back(ctx) {
                 e.set_retry(true);
                 return e;
             }

@@ -65,3 +65,41 @@ async fn a_5xx_from_the_service_before_any_byte_falls_back_for_idempotent_reques
     assert_eq!((r.0, r.1.as_deref()), (500, Some("catalog")));
     svc.fail_with_500(false);
 }
+
+/// A service that reads a request's head and part of its body, then hangs up unanswered.
+async fn hangs_up_mid_body() -> std::net::SocketAddr {
+    use tokio::io::AsyncReadExt;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                let _ = s.read(&mut buf).await;
+                drop(s);
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_200_kb_idempotent_post_silently_could_not_fall_back() {
+    let mono = Upstream::start("monolith").await;
+    let svc = hangs_up_mid_body().await;
+    let p = TestProxy::start(&config_text(&[("monolith", mono.addr), ("catalog", svc)], ROUTES)).await;
+    let post = |body: Vec<u8>| {
+        send(p.client.post(format!("{}/api/products/1", p.base)).header("idempotency-key", "k").body(body))
+    };
+    // Under the 64 KB retry buffer: served by the monolith, body and all.
+    let small = post(vec![b's'; 10 * 1024]).await;
+    assert_eq!(served_by(&small), "monolith", "{small:?}");
+    assert_eq!(small.2["body"].as_str().map(str::len), Some(10 * 1024));
+    // Over it: the service's failure reaches the client, and is counted.
+    let big = post(vec![b'b'; 200 * 1024]).await;
+    assert_eq!(big.0, 502, "{big:?}");
+    let (_, metrics) = p.admin(reqwest::Method::GET, "/metrics", None, Some(TOKEN)).await;
+    let text = metrics.as_str().unwrap_or_default();
+    assert!(text.contains("ficus_fallback_impossible_total{route=\"catalog\"} 1"), "{text}");
+    assert!(text.contains("ficus_fallbacks_total{route=\"catalog\"} 1"), "{text}");
+}
