@@ -46,6 +46,7 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawSecurity {
     trusted_proxies: Option<Spanned<Vec<Spanned<String>>>>,
+    idle_timeout_ms: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -148,12 +149,23 @@ pub struct Config {
 }
 
 /// What the proxy trusts of its clients (`[security]`).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Security {
     /// Clients whose `X-Forwarded-*`, `Forwarded` and `X-Real-IP` headers are kept (other
     /// proxies in front of this one); everyone else's are replaced.
     pub trusted_proxies: Vec<IpNet>,
+    /// How long a keep-alive connection may sit idle between requests before it is closed.
+    pub idle_timeout: Duration,
 }
+
+impl Default for Security {
+    fn default() -> Self {
+        Security { trusted_proxies: Vec::new(), idle_timeout: Duration::from_secs(DEFAULT_IDLE_SECS) }
+    }
+}
+
+/// The default of `security.idle_timeout_ms`, in seconds.
+const DEFAULT_IDLE_SECS: u64 = 60;
 
 /// An address block, `10.0.0.0/8` or `::1/128` (a bare address is a block of one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -858,7 +870,15 @@ impl Validator<'_> {
                 IpNet::parse(t.get_ref()).map_err(|e| self.err(t.span(), format!("security.trusted_proxies: {e}")))?;
             trusted_proxies.push(net);
         }
-        let security = Security { trusted_proxies };
+        let idle_ms = self.positive(
+            &raw.security.idle_timeout_ms,
+            "security.idle_timeout_ms",
+            DEFAULT_IDLE_SECS as i64 * 1000,
+            86_400_000,
+        )?;
+        // Pingora counts keep-alive in whole seconds: round up, at least 1.
+        let idle_timeout = Duration::from_secs((idle_ms as u64).div_ceil(1000).max(1));
+        let security = Security { trusted_proxies, idle_timeout };
         Ok(Config { listen, server, proxy, upstreams, default_upstream, routes, security })
     }
 }

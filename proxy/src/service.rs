@@ -246,6 +246,10 @@ impl FicusProxy {
     /// any (kept out of the hook's future so that the per-request future stays small).
     fn route_request(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Option<(u16, Cow<'static, str>)>> {
         let rt = self.shared.current();
+        // Pingora keeps an HTTP/1.1 connection idle forever between requests: bound it.
+        if session.get_keepalive() == Some(0) {
+            session.set_keepalive(Some(rt.config.security.idle_timeout.as_secs()));
+        }
         let max = rt.config.proxy.max_header_bytes;
         ctx.rt = Some(rt);
         let req = session.req_header();

@@ -77,3 +77,33 @@ async fn oversized_request_ids_and_garbage_trace_contexts_were_passed_on_uncheck
     let (_, _, body) = p.get("/api/products/1", &[("x-request-id", "req-42"), ("traceparent", good)]).await;
     assert_eq!((body["x-request-id"].as_str(), body["traceparent"].as_str()), (Some("req-42"), Some(good)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keep_alive_connection_was_held_forever() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mono = Upstream::start("monolith").await;
+    let svc = Upstream::start("catalog").await;
+    let text = config_text(&[("monolith", mono.addr), ("catalog", svc.addr)], ROUTES)
+        .replace("[proxy]\n", "[security]\nidle_timeout_ms = 1000\n\n[proxy]\n");
+    let p = TestProxy::start(&text).await;
+    let addr = p.proxy.as_ref().unwrap().http_addr();
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET /api/products/1 HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    // Read the first answer, then nothing more is sent: the proxy must hang up by itself.
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(15), async {
+        loop {
+            match idle.read(&mut buf).await {
+                Ok(0) | Err(_) => return true,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .unwrap_or(false);
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"), "the first request is answered");
+    assert!(closed, "the idle keep-alive connection is closed (idle_timeout_ms = 1000), not held 15 s");
+    // Meanwhile, and after, a normal client is served.
+    assert_eq!(p.get("/api/products/2", &[]).await.0, 200);
+}
