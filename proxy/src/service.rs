@@ -402,6 +402,10 @@ fn forwarding(
     client: Option<std::net::IpAddr>,
     trusted: &[crate::config::IpNet],
 ) -> Result<()> {
+    // Names as &'static str: Pingora stores them without copying (a HeaderName is re-titled).
+    const FOR: &str = "X-Forwarded-For";
+    const PROTO: &str = "X-Forwarded-Proto";
+    const HOST: &str = "X-Forwarded-Host";
     if req.headers.keys().any(|k| k.as_str().starts_with(OWN_PREFIX)) {
         let own: Vec<HeaderName> = req.headers.keys().filter(|k| k.as_str().starts_with(OWN_PREFIX)).cloned().collect();
         for k in &own {
@@ -409,38 +413,67 @@ fn forwarding(
         }
     }
     let trusted = client.is_some_and(|ip| trusted.iter().any(|n| n.contains(ip)));
-    let seen = client.map(|ip| ip.to_string());
     if trusted {
         let before = req.headers.get(&FORWARDED_FOR).and_then(|v| v.to_str().ok()).filter(|v| !v.trim().is_empty());
-        let chain = match (before, seen) {
+        let chain = match (before, client) {
             (Some(b), Some(ip)) => Some(format!("{b}, {ip}")),
-            (None, ip) => ip,
-            (Some(_), None) => None,
+            (None, Some(ip)) => Some(ip.to_string()),
+            (_, None) => None,
         };
         if let Some(c) = chain {
-            req.insert_header(FORWARDED_FOR.clone(), c)?;
+            req.insert_header(FOR, c)?;
         }
     } else {
-        req.remove_header(&FORWARDED);
-        req.remove_header(&REAL_IP);
-        match seen {
-            Some(ip) => req.insert_header(FORWARDED_FOR.clone(), ip)?,
+        // Removal costs a lookup in two maps: only for what is there.
+        for name in [&FORWARDED, &REAL_IP, &FORWARDED_PROTO, &FORWARDED_HOST] {
+            if req.headers.contains_key(name) {
+                req.remove_header(name);
+            }
+        }
+        match client {
+            Some(ip) => req.insert_header(FOR, ip_value(ip))?,
             None => {
                 req.remove_header(&FORWARDED_FOR);
             }
         }
-        req.remove_header(&FORWARDED_PROTO);
-        req.remove_header(&FORWARDED_HOST);
     }
     if !req.headers.contains_key(&FORWARDED_PROTO) {
-        req.insert_header(FORWARDED_PROTO.clone(), HeaderValue::from_static("http"))?;
+        req.insert_header(PROTO, HeaderValue::from_static("http"))?;
     }
     if !req.headers.contains_key(&FORWARDED_HOST)
         && let Some(host) = req.headers.get(http::header::HOST).cloned()
     {
-        req.insert_header(FORWARDED_HOST.clone(), host)?;
+        req.insert_header(HOST, host)?;
     }
     Ok(())
+}
+
+/// A client address as a header value; an IPv4 address is written without the formatter.
+fn ip_value(ip: std::net::IpAddr) -> HeaderValue {
+    let std::net::IpAddr::V4(v4) = ip else {
+        return HeaderValue::try_from(ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+    };
+    let mut buf = [0u8; 15];
+    let mut n = 0;
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            buf[n] = b'.';
+            n += 1;
+        }
+        let digits = [octet / 100, octet / 10 % 10, octet % 10];
+        let skip = if octet >= 100 {
+            0
+        } else if octet >= 10 {
+            1
+        } else {
+            2
+        };
+        for d in &digits[skip..] {
+            buf[n] = b'0' + d;
+            n += 1;
+        }
+    }
+    HeaderValue::from_bytes(&buf[..n]).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 #[async_trait]
@@ -682,6 +715,14 @@ mod tests {
             b"00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
         ] {
             assert!(!valid_traceparent(bad), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn client_addresses_are_written_as_the_formatter_would() {
+        for ip in ["127.0.0.1", "0.0.0.0", "255.255.255.255", "10.20.3.104", "::1", "2001:db8::7"] {
+            let addr: std::net::IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_value(addr).to_str().unwrap(), addr.to_string());
         }
     }
 }
