@@ -170,10 +170,9 @@ impl Rules {
             let mut found = |file: &str, line: usize, what: String| {
                 out.push(Violation { rule: n, file: file.to_string(), line, why: rule.why.clone(), what })
             };
-            let (into, tables): (Option<&BTreeSet<usize>>, Option<&BTreeSet<&str>>) = match &forbidden {
-                Forbidden::Calls(t) => (Some(t), None),
-                Forbidden::DependsOn(t, w) => (Some(t), Some(w)),
-                Forbidden::Touches(..) => (None, None),
+            let into = match &forbidden {
+                Forbidden::Calls(t) | Forbidden::DependsOn(t, _) => Some(t),
+                Forbidden::Touches(..) => None,
             };
             if let Some(target) = into {
                 for c in &a.facts.calls {
@@ -190,8 +189,8 @@ impl Rules {
                 }
                 let hit = match &forbidden {
                     Forbidden::Touches(t, write_only) => *t == x.table && (x.write || !write_only),
-                    Forbidden::DependsOn(target, _) => {
-                        !target.contains(&x.unit) && tables.is_some_and(|w| w.contains(x.table.as_str()))
+                    Forbidden::DependsOn(target, written) => {
+                        !target.contains(&x.unit) && written.contains(x.table.as_str())
                     }
                     Forbidden::Calls(_) => false,
                 };

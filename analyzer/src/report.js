@@ -344,9 +344,9 @@
     return d;
   }
 
-  function showService(n) {
+  function showService(n, view = current()) {
     state.selected = "svc:" + n;
-    const i = svcIndex.get(n), view = current(), s = R.services[i];
+    const i = svcIndex.get(n), s = R.services[i];
     const order = view.extraction_order.find((e) => e.service === n);
     const eps = R.endpoints.map((e, k) => [e, k]).filter(([, k]) => state.ep[k] === i);
     const epRows = el("table", {}, el("tr", {}, el("th", {}, "method"), el("th", {}, "path"), el("th", {}, "handler")),
@@ -377,9 +377,8 @@
     drawGraph(view);
   }
 
-  function showDependency(from, to) {
+  function showDependency(from, to, view = current()) {
     state.selected = "dep:" + from + "→" + to;
-    const view = current();
     const d = view.dependencies.find((x) => x.from === from && x.to === to);
     const body = d
       ? [el("p", {}, `${d.calls} call sites${d.tables.length ? "; tables of " + to + " that " + from + " touches: " + d.tables.join(", ") : ""}.`),
@@ -403,8 +402,9 @@
   function redraw() {
     const view = current();
     drawMetrics(view);
-    if (state.selected && state.selected.startsWith("svc:")) showService(state.selected.slice(4));
-    else if (state.selected && state.selected.startsWith("dep:")) showDependency(...state.selected.slice(4).split("→"));
+    // One analysis of the partition per redraw, shared by the panel and the graph.
+    if (state.selected && state.selected.startsWith("svc:")) showService(state.selected.slice(4), view);
+    else if (state.selected && state.selected.startsWith("dep:")) showDependency(...state.selected.slice(4).split("→"), view);
     else drawGraph(view);
   }
 

@@ -19,15 +19,22 @@ const SPOOFED: [(&str, &str); 8] = [
     ("x-ficus-whatever", "x"),
 ];
 
+/// A proxy in front of a monolith and a catalog, with `security` as its `[security]` section.
+async fn proxy_with(security: &str) -> (TestProxy, Upstream, Upstream) {
+    let mono = Upstream::start("monolith").await;
+    let svc = Upstream::start("catalog").await;
+    let text = config_text(&[("monolith", mono.addr), ("catalog", svc.addr)], ROUTES)
+        .replace("[proxy]\n", &format!("[security]\n{security}\n\n[proxy]\n"));
+    (TestProxy::start(&text).await, mono, svc)
+}
+
 fn header<'a>(body: &'a Value, name: &str) -> Option<&'a str> {
     body["headers"][name].as_str()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarding_headers_from_an_untrusted_client_reached_the_upstream_as_sent() {
-    let mono = Upstream::start("monolith").await;
-    let svc = Upstream::start("catalog").await;
-    let p = TestProxy::start(&config_text(&[("monolith", mono.addr), ("catalog", svc.addr)], ROUTES)).await;
+    let (p, _mono, _svc) = proxy_with("").await;
     for path in ["/api/products/1", "/unmatched"] {
         let (status, _, body) = p.get(path, &SPOOFED).await;
         assert_eq!(status, 200, "{body}");
@@ -43,11 +50,7 @@ async fn forwarding_headers_from_an_untrusted_client_reached_the_upstream_as_sen
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trusted_proxy_keeps_its_forwarding_headers_and_is_appended() {
-    let mono = Upstream::start("monolith").await;
-    let svc = Upstream::start("catalog").await;
-    let text = config_text(&[("monolith", mono.addr), ("catalog", svc.addr)], ROUTES)
-        .replace("[proxy]\n", "[security]\ntrusted_proxies = [\"10.0.0.0/8\", \"127.0.0.0/8\"]\n\n[proxy]\n");
-    let p = TestProxy::start(&text).await;
+    let (p, _mono, _svc) = proxy_with("trusted_proxies = [\"10.0.0.0/8\", \"127.0.0.0/8\"]").await;
     let (status, _, body) = p.get("/api/products/1", &SPOOFED).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(header(&body, "x-forwarded-for"), Some("6.6.6.6, 127.0.0.1"), "{body}");
@@ -61,9 +64,7 @@ async fn a_trusted_proxy_keeps_its_forwarding_headers_and_is_appended() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_request_ids_and_garbage_trace_contexts_were_passed_on_unchecked() {
-    let mono = Upstream::start("monolith").await;
-    let svc = Upstream::start("catalog").await;
-    let p = TestProxy::start(&config_text(&[("monolith", mono.addr), ("catalog", svc.addr)], ROUTES)).await;
+    let (p, _mono, _svc) = proxy_with("").await;
     let huge = "i".repeat(10_000);
     let (status, _, body) =
         p.get("/api/products/1", &[("x-request-id", &huge), ("traceparent", "00-garbage-01")]).await;
@@ -81,11 +82,7 @@ async fn oversized_request_ids_and_garbage_trace_contexts_were_passed_on_uncheck
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_keep_alive_connection_was_held_forever() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mono = Upstream::start("monolith").await;
-    let svc = Upstream::start("catalog").await;
-    let text = config_text(&[("monolith", mono.addr), ("catalog", svc.addr)], ROUTES)
-        .replace("[proxy]\n", "[security]\nidle_timeout_ms = 1000\n\n[proxy]\n");
-    let p = TestProxy::start(&text).await;
+    let (p, _mono, _svc) = proxy_with("idle_timeout_ms = 1000").await;
     let addr = p.proxy.as_ref().unwrap().http_addr();
     let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
     idle.write_all(b"GET /api/products/1 HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
