@@ -44,7 +44,7 @@ pub fn run(config: PathBuf, upgrade: bool, log_format: LogFormat) -> ExitCode {
     init_logging(log_format);
     // Set but empty is refused by the proxy (an empty secret is no authentication).
     let admin_token = std::env::var(TOKEN_VAR).ok();
-    let options = StartOptions { config, admin_token, upgrade, handle_signals: true };
+    let options = StartOptions { config, admin_token, upgrade, handle_signals: true, ..StartOptions::default() };
     match RunningProxy::start(options) {
         Ok(proxy) => {
             proxy.wait();

@@ -47,6 +47,9 @@ struct RawConfig {
 struct RawSecurity {
     trusted_proxies: Option<Spanned<Vec<Spanned<String>>>>,
     idle_timeout_ms: Option<Spanned<i64>>,
+    header_timeout_ms: Option<Spanned<i64>>,
+    max_connections_per_client: Option<Spanned<i64>>,
+    force_token_env: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -70,7 +73,7 @@ struct RawServer {
 #[serde(deny_unknown_fields)]
 struct RawProxy {
     upstream_header: Option<bool>,
-    force_header: Option<bool>,
+    force_header: Option<Spanned<bool>>,
     max_header_bytes: Option<Spanned<i64>>,
     health_interval_ms: Option<Spanned<i64>>,
     breaker_failures: Option<Spanned<i64>>,
@@ -156,16 +159,72 @@ pub struct Security {
     pub trusted_proxies: Vec<IpNet>,
     /// How long a keep-alive connection may sit idle between requests before it is closed.
     pub idle_timeout: Duration,
+    /// How long a client has to send a whole request head, from its first byte (from the
+    /// connection's start for the first request).
+    pub header_timeout: Duration,
+    /// Open connections allowed from one client address; more are answered 503 and closed.
+    pub max_connections_per_client: usize,
+    /// The environment variable holding the secret a tester sends in `x-ficus-force-token` for
+    /// `x-ficus-force` to be honoured; `None`: forcing is off.
+    pub force_token_env: Option<SecretRef>,
 }
 
 impl Default for Security {
     fn default() -> Self {
-        Security { trusted_proxies: Vec::new(), idle_timeout: Duration::from_secs(DEFAULT_IDLE_SECS) }
+        Security {
+            trusted_proxies: Vec::new(),
+            idle_timeout: Duration::from_secs(DEFAULT_IDLE_SECS),
+            header_timeout: Duration::from_millis(DEFAULT_HEADER_TIMEOUT_MS),
+            max_connections_per_client: DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+            force_token_env: None,
+        }
     }
 }
 
 /// The default of `security.idle_timeout_ms`, in seconds.
 const DEFAULT_IDLE_SECS: u64 = 60;
+/// The default of `security.header_timeout_ms` (nginx's `client_header_timeout` is 60 s;
+/// a legitimate client sends its head in one packet).
+pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 10_000;
+/// The default of `security.max_connections_per_client`: far above what a browser (6 per host)
+/// or a pooled service client opens, far below what exhausts the proxy's file descriptors.
+pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 512;
+
+/// A secret the config names by its environment variable (secrets stay out of the file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretRef {
+    /// The variable's name.
+    pub env: String,
+    /// The config line naming it, for errors.
+    pub line: usize,
+}
+
+/// A secret from the environment: compared in constant time, never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Box<[u8]>);
+
+impl Secret {
+    /// Wraps a secret's bytes.
+    pub fn new(bytes: &[u8]) -> Secret {
+        Secret(bytes.into())
+    }
+
+    /// Whether `candidate` is the secret. The time taken depends on the lengths only, not on
+    /// where the bytes first differ, so a client cannot find the secret a byte at a time.
+    pub fn matches(&self, candidate: &[u8]) -> bool {
+        if candidate.len() != self.0.len() {
+            return false;
+        }
+        let diff = self.0.iter().zip(candidate).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        std::hint::black_box(diff) == 0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
 
 /// An address block, `10.0.0.0/8` or `::1/128` (a bare address is a block of one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,8 +298,6 @@ pub struct ServerOptions {
 pub struct ProxyOptions {
     /// Add `x-ficus-upstream` to every response.
     pub upstream_header: bool,
-    /// Honour `x-ficus-force: service|monolith`.
-    pub force_header: bool,
     /// Request heads larger than this are refused with 431.
     pub max_header_bytes: usize,
     /// Period of the active health checks.
@@ -642,7 +699,6 @@ impl Validator<'_> {
         };
         let proxy = ProxyOptions {
             upstream_header: raw.proxy.upstream_header.unwrap_or(true),
-            force_header: raw.proxy.force_header.unwrap_or(true),
             max_header_bytes: self.positive(
                 &raw.proxy.max_header_bytes,
                 "proxy.max_header_bytes",
@@ -878,12 +934,56 @@ impl Validator<'_> {
         )?;
         // Pingora counts keep-alive in whole seconds: round up, at least 1.
         let idle_timeout = Duration::from_secs((idle_ms as u64).div_ceil(1000).max(1));
-        let security = Security { trusted_proxies, idle_timeout };
+        let header_ms = self.positive(
+            &raw.security.header_timeout_ms,
+            "security.header_timeout_ms",
+            DEFAULT_HEADER_TIMEOUT_MS as i64,
+            3_600_000,
+        )?;
+        let max_connections_per_client = self.positive(
+            &raw.security.max_connections_per_client,
+            "security.max_connections_per_client",
+            DEFAULT_MAX_CONNECTIONS_PER_CLIENT as i64,
+            1_000_000,
+        )? as usize;
+        let force_token_env = self.force_token_env(&raw.security.force_token_env, raw.proxy.force_header.as_ref())?;
+        let security = Security {
+            trusted_proxies,
+            idle_timeout,
+            header_timeout: Duration::from_millis(header_ms as u64),
+            max_connections_per_client,
+            force_token_env,
+        };
         Ok(Config { listen, server, proxy, upstreams, default_upstream, routes, security })
     }
 }
 
 impl Validator<'_> {
+    /// Where the force token comes from: the environment variable `force_token_env` names
+    /// (read when the state is built, see `state::Secrets`). Forcing a route's target is off
+    /// without one: it lets a request reach a service whose route is still on the monolith.
+    fn force_token_env(
+        &self,
+        env: &Option<Spanned<String>>,
+        force_header: Option<&Spanned<bool>>,
+    ) -> Result<Option<SecretRef>, ConfigError> {
+        if let Some(f) = force_header.filter(|f| *f.get_ref()) {
+            return Err(self.err(
+                f.span(),
+                "proxy.force_header = true is no longer enough: forcing needs a secret. Set \
+                 [security] force_token_env = \"FICUS_FORCE_TOKEN\" (the variable holding it) and \
+                 remove force_header",
+            ));
+        }
+        let Some(env) = env else { return Ok(None) };
+        let name = env.get_ref();
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(self.err(env.span(), "security.force_token_env must name an environment variable"));
+        }
+        // force_header = false keeps forcing off whatever the token.
+        Ok(force_header.is_none().then(|| SecretRef { env: name.clone(), line: self.line(env.span().start) }))
+    }
+
     fn rollout(&self, name: &str, spanned: &Spanned<RawRollout>) -> Result<RolloutPolicy, ConfigError> {
         let p = spanned.get_ref();
         let steps_err = |reason: &str| self.err(p.steps.span(), format!("route `{name}`: rollout.steps {reason}"));

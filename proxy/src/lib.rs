@@ -30,4 +30,4 @@ pub use config::Config;
 pub use error::{ConfigError, ProxyError};
 pub use router::{Decision, RequestHead, RouteTable, select};
 pub use server::{RunningProxy, StartOptions, Stop};
-pub use state::{Change, Progress, RouteView, Shared};
+pub use state::{Change, Progress, RouteView, Secrets, Shared};

@@ -14,7 +14,7 @@ use std::net::IpAddr;
 
 use http::{HeaderMap, HeaderName, Method};
 
-use crate::config::{Cohort, Config, Percent, RouteSpec, Segment, Stage};
+use crate::config::{Cohort, Config, Percent, RouteSpec, Secret, Segment, Stage};
 
 /// What the decision looks at: the request's method, normalised path, headers and client IP.
 #[derive(Debug, Clone, Copy)]
@@ -158,17 +158,22 @@ pub struct RouteTable {
     /// Route indices per template shape, most specific first.
     groups: Vec<Vec<usize>>,
     default_upstream: usize,
-    force_header: bool,
+    /// Forcing is on only with a token to check.
+    force_token: Option<Secret>,
 }
 
 /// The header a tester uses to force a route's target.
 pub const FORCE_HEADER: &str = "x-ficus-force";
-/// [`FORCE_HEADER`] as a `HeaderName`, so that a lookup does not parse the name again.
+/// The header carrying the force token; without the right one `x-ficus-force` is ignored.
+pub const FORCE_TOKEN_HEADER: &str = "x-ficus-force-token";
+// The names as `HeaderName`s, so that a lookup does not parse them again.
 static FORCE_HEADER_NAME: HeaderName = HeaderName::from_static(FORCE_HEADER);
+static FORCE_TOKEN_NAME: HeaderName = HeaderName::from_static(FORCE_TOKEN_HEADER);
 
 impl RouteTable {
-    /// Compiles the routes of a config.
-    pub fn build(config: &Config) -> RouteTable {
+    /// Compiles the routes of a config. `force_token`: the secret that lets a request force its
+    /// target (`[security] force_token_env`); `None` turns forcing off.
+    pub fn build(config: &Config, force_token: Option<Secret>) -> RouteTable {
         let mut root = Node::default();
         let mut groups: Vec<Vec<usize>> = Vec::new();
         for (i, r) in config.routes.iter().enumerate() {
@@ -193,7 +198,7 @@ impl RouteTable {
             root,
             groups,
             default_upstream: config.default_upstream,
-            force_header: config.proxy.force_header,
+            force_token,
         }
     }
 
@@ -317,15 +322,15 @@ fn in_canary(bucket: u16, percent: Percent) -> Target {
     if bucket < percent.basis_points() { Target::Service } else { Target::Monolith }
 }
 
+/// The target `x-ficus-force` asks for, when forcing is on and the request carries the token.
 fn forced(table: &RouteTable, head: &RequestHead<'_>) -> Option<Target> {
-    if !table.force_header {
-        return None;
-    }
-    match head.headers.get(&FORCE_HEADER_NAME)?.as_bytes() {
-        b"service" => Some(Target::Service),
-        b"monolith" => Some(Target::Monolith),
-        _ => None,
-    }
+    let token = table.force_token.as_ref()?;
+    let target = match head.headers.get(&FORCE_HEADER_NAME)?.as_bytes() {
+        b"service" => Target::Service,
+        b"monolith" => Target::Monolith,
+        _ => return None,
+    };
+    token.matches(head.headers.get(&FORCE_TOKEN_NAME)?.as_bytes()).then_some(target)
 }
 
 #[cfg(test)]
@@ -398,7 +403,7 @@ fallback = true
 
     #[test]
     fn the_most_specific_route_wins() {
-        let t = RouteTable::build(&config(ROUTES));
+        let t = RouteTable::build(&config(ROUTES), None);
         let get = Method::GET;
         let post = Method::POST;
         let none = HeaderMap::new();
@@ -425,7 +430,7 @@ fallback = true
 
     #[test]
     fn stages_decide_the_target() {
-        let t = RouteTable::build(&config(ROUTES));
+        let t = RouteTable::build(&config(ROUTES), None);
         let get = Method::GET;
         let none = HeaderMap::new();
         let svc = t.routes()[0].upstream;
@@ -443,28 +448,37 @@ fallback = true
     }
 
     #[test]
-    fn the_force_header_overrides_and_can_be_switched_off() {
+    fn the_force_header_overrides_only_with_the_token() {
+        const TOKEN: &str = "a-long-enough-secret";
         let get = Method::GET;
-        let force_service = headers(&[(FORCE_HEADER, "service")]);
-        let force_monolith = headers(&[(FORCE_HEADER, "monolith")]);
-        let t = RouteTable::build(&config(ROUTES));
-        let d = select(&t, &head(&get, "/api/products/featured", &force_service));
+        fn force(target: &'static str, token: Option<&'static str>) -> HeaderMap {
+            let mut pairs = vec![(FORCE_HEADER, target)];
+            pairs.extend(token.map(|t| (FORCE_TOKEN_HEADER, t)));
+            headers(&pairs)
+        }
+        let t = RouteTable::build(&config(ROUTES), Some(Secret::new(TOKEN.as_bytes())));
+        let d = select(&t, &head(&get, "/api/products/featured", &force("service", Some(TOKEN))));
         assert_eq!((d.target, d.reason), (Target::Service, Reason::Forced));
-        let d = select(&t, &head(&get, "/api/products/1", &force_monolith));
+        let d = select(&t, &head(&get, "/api/products/1", &force("monolith", Some(TOKEN))));
         assert_eq!((d.target, d.reason), (Target::Monolith, Reason::Forced));
         // Unmatched paths are not forced anywhere.
-        assert_eq!(select(&t, &head(&get, "/x", &force_service)).target, Target::Monolith);
-        let mut c = config(ROUTES);
-        c.proxy.force_header = false;
-        let t = RouteTable::build(&c);
-        assert_eq!(select(&t, &head(&get, "/api/products/featured", &force_service)).target, Target::Monolith);
+        assert_eq!(select(&t, &head(&get, "/x", &force("service", Some(TOKEN)))).target, Target::Monolith);
+        // Without the token, or with a wrong one (same length, a prefix, longer), the stage decides.
+        for token in [None, Some("a-long-enough-secreT"), Some("a-long-enough"), Some("a-long-enough-secret!")] {
+            let d = select(&t, &head(&get, "/api/products/featured", &force("service", token)));
+            assert_eq!((d.target, d.reason), (Target::Monolith, Reason::Stage), "{token:?}");
+        }
+        // Forcing is off without a configured token, whatever the request sends.
+        let t = RouteTable::build(&config(ROUTES), None);
+        let d = select(&t, &head(&get, "/api/products/featured", &force("service", Some(TOKEN))));
+        assert_eq!((d.target, d.reason), (Target::Monolith, Reason::Stage));
     }
 
     fn canary_table(percent: f64, cohort: &str) -> RouteTable {
         let routes = format!(
             "[[routes]]\nname = \"c\"\npath = \"/c\"\nupstream = \"svc\"\nstage = \"canary\"\npercent = {percent}\ncohort = \"{cohort}\"\nfallback = true\n"
         );
-        RouteTable::build(&config(&routes))
+        RouteTable::build(&config(&routes), None)
     }
 
     fn decide_for_user(t: &RouteTable, user: u32) -> Target {
@@ -542,7 +556,7 @@ fallback = true
                 "[[routes]]\nname = \"r{i}\"\npath = \"/api/v{i}/items/{{id}}\"\nupstream = \"svc\"\nstage = \"service\"\n"
             ));
         }
-        let t = RouteTable::build(&config(&routes));
+        let t = RouteTable::build(&config(&routes), None);
         let none = HeaderMap::new();
         let d = select(&t, &head(&Method::GET, "/api/v999/items/5", &none));
         assert_eq!(d.route, Some(999));

@@ -25,7 +25,7 @@ use tokio::sync::watch;
 
 use crate::error::ProxyError;
 use crate::service::FicusProxy;
-use crate::state::Shared;
+use crate::state::{Secrets, Shared};
 
 /// How to start a proxy.
 #[derive(Debug, Clone, Default)]
@@ -39,6 +39,9 @@ pub struct StartOptions {
     /// Handle SIGTERM (drain), SIGINT (fast), SIGQUIT (hand sockets to an upgrading process) and
     /// SIGHUP (reload). Off for in-process tests.
     pub handle_signals: bool,
+    /// Where the secrets the config names by environment variable come from (default: the
+    /// environment).
+    pub secrets: Secrets,
 }
 
 /// How to stop.
@@ -168,7 +171,7 @@ impl RunningProxy {
                     .to_owned(),
             ));
         }
-        let shared = Arc::new(Shared::load(&options.config)?);
+        let shared = Arc::new(Shared::load_with(&options.config, options.secrets.clone())?);
         let config = shared.current().config.clone();
         crate::state::log_shadow_routes(&config);
 

@@ -35,8 +35,14 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    fn build(config: Config, metrics: &Metrics, previous: &[Arc<UpstreamPool>]) -> Result<Runtime, ConfigError> {
-        let table = RouteTable::build(&config);
+    fn build(
+        config: Config,
+        metrics: &Metrics,
+        previous: &[Arc<UpstreamPool>],
+        secrets: &Secrets,
+    ) -> Result<Runtime, ConfigError> {
+        let force_token = config.security.force_token_env.as_ref().map(|r| secrets.resolve(r)).transpose()?;
+        let table = RouteTable::build(&config, force_token);
         let pools = build_pools(&config.upstreams, &config.proxy, previous);
         let monolith = &config.upstreams[config.default_upstream].name;
         let route_metrics = config
@@ -47,6 +53,54 @@ impl Runtime {
         let unmatched_metrics = metrics.target(UNMATCHED, monolith);
         let rejected_metrics = metrics.target(REJECTED, "none");
         Ok(Runtime { config, table, pools, route_metrics, unmatched_metrics, rejected_metrics })
+    }
+}
+
+/// Where the secrets a config names by environment variable come from: the process's
+/// environment, or a fixed map (tests and embedders, which cannot change the environment).
+#[derive(Clone, Default)]
+pub struct Secrets {
+    fixed: Option<std::collections::BTreeMap<String, String>>,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&String> = self.fixed.iter().flat_map(|m| m.keys()).collect();
+        f.debug_struct("Secrets").field("fixed", &names).finish()
+    }
+}
+
+impl Secrets {
+    /// Secrets from this map instead of the environment.
+    pub fn fixed(pairs: impl IntoIterator<Item = (String, String)>) -> Secrets {
+        Secrets { fixed: Some(pairs.into_iter().collect()) }
+    }
+
+    /// The shortest secret accepted: a guessable token is no protection.
+    pub const MIN_LEN: usize = 16;
+
+    fn get(&self, name: &str) -> Option<String> {
+        match &self.fixed {
+            Some(map) => map.get(name).cloned(),
+            None => std::env::var(name).ok(),
+        }
+    }
+
+    /// The secret `r` names; an error at its config line when unset or too short.
+    fn resolve(&self, r: &crate::config::SecretRef) -> Result<crate::config::Secret, ConfigError> {
+        let err = |reason: String| ConfigError { file: PathBuf::new(), line: r.line, reason };
+        let name = &r.env;
+        match self.get(name).map(|v| v.trim().to_owned()) {
+            Some(v) if v.len() >= Self::MIN_LEN => Ok(crate::config::Secret::new(v.as_bytes())),
+            Some(v) if !v.is_empty() => Err(err(format!(
+                "security.force_token_env: ${name} is shorter than {} characters; use a longer secret",
+                Self::MIN_LEN
+            ))),
+            _ => Err(err(format!(
+                "security.force_token_env names ${name}, which is not set (or empty): set it to a secret, or \
+                 remove force_token_env to turn forcing off"
+            ))),
+        }
     }
 }
 
@@ -200,17 +254,23 @@ pub struct Shared {
     pub audit: AuditLog,
     /// Rollouts in progress.
     pub rollouts: Rollouts,
+    secrets: Secrets,
 }
 
 impl Shared {
-    /// Loads the config file and builds the first state.
+    /// Loads the config file and builds the first state, with secrets from the environment.
     pub fn load(config_path: &Path) -> Result<Shared, ProxyError> {
+        Shared::load_with(config_path, Secrets::default())
+    }
+
+    /// Loads the config file and builds the first state, with secrets from `secrets`.
+    pub fn load_with(config_path: &Path, secrets: Secrets) -> Result<Shared, ProxyError> {
         let config_path = crate::config::absolute(config_path);
         remove_stale_temporaries(&config_path);
         let (config, text) = Config::load(&config_path)?;
         let metrics = Metrics::new();
         let audit = AuditLog::open(config.audit_path(&config_path));
-        let runtime = Runtime::build(config, &metrics, &[]).map_err(|e| with_file(e, &config_path))?;
+        let runtime = Runtime::build(config, &metrics, &[], &secrets).map_err(|e| with_file(e, &config_path))?;
         metrics.reloads.with_label_values(&["ok"]).inc();
         Ok(Shared {
             state: ArcSwap::from_pointee(runtime),
@@ -220,6 +280,7 @@ impl Shared {
             shadows: Shadows::default(),
             audit,
             rollouts: Rollouts::default(),
+            secrets,
         })
     }
 
@@ -315,7 +376,7 @@ impl Shared {
                     self.config_path.display()
                 );
             }
-            let runtime = Runtime::build(config, &self.metrics, &old.pools)
+            let runtime = Runtime::build(config, &self.metrics, &old.pools, &self.secrets)
                 .map_err(|e| ProxyError::from(with_file(e, &self.config_path)))?;
             log_shadow_routes(&runtime.config);
             self.state.store(Arc::new(runtime));

@@ -256,7 +256,6 @@ mod tests {
         };
         let options = ProxyOptions {
             upstream_header: true,
-            force_header: true,
             max_header_bytes: 1024,
             health_interval: Duration::from_secs(1),
             breaker_failures: 2,

@@ -536,6 +536,7 @@ impl Walk<'_> {
             admin_token: Some(self.admin_token.clone()),
             upgrade: false,
             handle_signals: false,
+            ..Default::default()
         };
         let proxy = tokio::task::spawn_blocking(move || ficus_proxy::RunningProxy::start(options))
             .await

@@ -72,6 +72,7 @@ async fn a_graceful_upgrade_hands_the_socket_over_without_failing_a_request() {
         admin_token: None,
         upgrade: false,
         handle_signals: false,
+        ..Default::default()
     })
     .unwrap();
     let addr = old.http_addr();
@@ -106,6 +107,7 @@ async fn a_graceful_upgrade_hands_the_socket_over_without_failing_a_request() {
             admin_token: None,
             upgrade: true,
             handle_signals: false,
+            ..Default::default()
         })
     });
     // The new proxy waits on the upgrade socket; the old one hands its listener over and drains.

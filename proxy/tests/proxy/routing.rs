@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use reqwest::Method;
 use serde_json::json;
 
-use crate::support::{TOKEN, TestProxy, Upstream, config_text, send, served_by};
+use crate::support::{FORCE_TOKEN, FORCE_TOKEN_ENV, TOKEN, TestProxy, Upstream, config_text, send, served_by};
 
 const CANARY: &str = r#"[[routes]]
 name = "catalog"
@@ -93,16 +93,52 @@ async fn stage_changes_apply_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_force_header_picks_the_target() {
+async fn forcing_a_routes_target_was_on_by_default_for_any_client() {
     let mono = Upstream::start("monolith").await;
     let svc = Upstream::start("catalog").await;
-    let routes = CANARY.replace("percent = 30", "percent = 0");
-    let p = TestProxy::start(&config_text(&[("monolith", mono.addr), ("catalog", svc.addr)], &routes)).await;
+    let ups = [("monolith", mono.addr), ("catalog", svc.addr)];
+    // Every method routed, at 0 %: the service must see nothing unless forced.
+    let routes = CANARY.replace("percent = 30", "percent = 0").replace("methods = [\"GET\"]\n", "");
+    // No force_token_env: x-ficus-force is ignored, for reads and for writes.
+    let p = TestProxy::start(&config_text(&ups, &routes)).await;
     let r = p.get("/api/products/1", &[("x-user-id", "7"), ("x-ficus-force", "service")]).await;
+    assert_eq!(served_by(&r), "monolith", "forcing is off unless configured");
+    let post = p.client.post(format!("{}/api/products/1", p.base)).header("x-ficus-force", "service");
+    assert_eq!(served_by(&send(post).await), "monolith");
+    drop(p);
+
+    // With a token configured, only a request carrying it is forced, and the token goes no further.
+    let text = config_text(&ups, &routes)
+        .replace("[proxy]\n", &format!("[security]\nforce_token_env = \"{FORCE_TOKEN_ENV}\"\n\n[proxy]\n"));
+    let p = TestProxy::start(&text).await;
+    for wrong in ["", "test-force-token-0124", "test-force-token-012", "test-force-token-01234"] {
+        let r = p.get("/api/products/1", &[("x-ficus-force", "service"), ("x-ficus-force-token", wrong)]).await;
+        assert_eq!(served_by(&r), "monolith", "wrong token {wrong:?}");
+    }
+    let r = p.get("/api/products/1", &[("x-ficus-force", "service"), ("x-ficus-force-token", FORCE_TOKEN)]).await;
     assert_eq!(served_by(&r), "catalog");
-    let r = p.get("/api/products/1", &[("x-user-id", "7"), ("x-ficus-force", "monolith")]).await;
+    assert!(r.2["headers"].get("x-ficus-force-token").is_none(), "the token is not passed on: {}", r.2);
+    let r = p.get("/api/products/1", &[("x-ficus-force", "monolith"), ("x-ficus-force-token", FORCE_TOKEN)]).await;
     assert_eq!(served_by(&r), "monolith");
     assert_eq!(served_by(&p.get("/api/products/1", &[("x-user-id", "7")]).await), "monolith");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_force_token_variable_that_is_not_set_stops_the_start() {
+    let text = config_text(&[("monolith", "127.0.0.1:1".parse().unwrap())], "")
+        .replace("[proxy]\n", "[security]\nforce_token_env = \"FICUS_NO_SUCH_VARIABLE\"\n\n[proxy]\n");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ficus.toml");
+    std::fs::write(&config, &text).unwrap();
+    let options = ficus_proxy::StartOptions { config, ..Default::default() };
+    let err = ficus_proxy::RunningProxy::start(options).err().expect("refused").to_string();
+    let line = text.lines().position(|l| l.starts_with("force_token_env")).unwrap() + 1;
+    assert!(err.contains(&format!("ficus.toml:{line}:")) && err.contains("FICUS_NO_SUCH_VARIABLE"), "{err}");
+    // The old switch alone is refused with what to do instead.
+    let old = config_text(&[("monolith", "127.0.0.1:1".parse().unwrap())], "")
+        .replace("[proxy]\n", "[proxy]\nforce_header = true\n");
+    let err = ficus_proxy::Config::parse(&old, std::path::Path::new("ficus.toml")).unwrap_err().to_string();
+    assert!(err.contains("force_token_env"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

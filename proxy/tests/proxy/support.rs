@@ -111,6 +111,9 @@ pub fn config_text_multi(upstreams: &[(&str, Vec<SocketAddr>)], routes: &str) ->
 }
 
 pub const TOKEN: &str = "test-token";
+/// The variable a config's `force_token_env` may name in tests, and the secret it holds.
+pub const FORCE_TOKEN_ENV: &str = "FICUS_FORCE_TOKEN";
+pub const FORCE_TOKEN: &str = "test-force-token-0123";
 
 /// A proxy running in-process from a config file in a temporary directory.
 pub struct TestProxy {
@@ -136,6 +139,7 @@ impl TestProxy {
             admin_token: Some(TOKEN.to_owned()),
             upgrade: false,
             handle_signals: false,
+            secrets: ficus_proxy::Secrets::fixed([(FORCE_TOKEN_ENV.to_owned(), FORCE_TOKEN.to_owned())]),
         };
         let proxy = RunningProxy::start(options).expect("proxy starts");
         let base = format!("http://{}", proxy.http_addr());
