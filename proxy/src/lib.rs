@@ -2,7 +2,8 @@
 //! and sends each endpoint to the monolith or to its new service according to the endpoint's
 //! migration stage.
 //!
-//! Map: [`config`] (ficus.toml, raw → validated), [`normalize`] (request paths), [`router`] (the
+//! Map: [`config`] (ficus.toml, raw → validated), [`conn`] (client connections: per-address cap,
+//! head deadline), [`normalize`] (request paths), [`router`] (the
 //! pure routing decision `select`), [`upstream`] (pools, health checks, circuit breakers),
 //! [`service`] (Pingora's `ProxyHttp` hooks), [`state`] (the live state and its write-back),
 //! [`admin`] (the admin API), [`server`] (start and stop, in-process or from the command line),
@@ -14,6 +15,7 @@ pub mod admin;
 pub mod audit;
 pub mod client;
 pub mod config;
+pub mod conn;
 pub mod error;
 pub mod metrics;
 pub mod normalize;

@@ -40,6 +40,9 @@ pub struct Metrics {
     pub migration_traffic_share: Gauge,
     /// Per route: the share of its traffic its stage gives the service (0, the canary percent, 1).
     pub route_service_share: GaugeVec,
+    /// Client connections the proxy closed to protect itself, by reason (`header_timeout`,
+    /// `too_many_from_client`).
+    pub connections_closed: IntCounterVec,
 }
 
 /// Handles for one (route, upstream) pair.
@@ -217,8 +220,17 @@ impl Metrics {
             &["route"],
         )
         .expect("valid metric");
+        let connections_closed = IntCounterVec::new(
+            Opts::new(
+                "ficus_connections_closed_total",
+                "Client connections closed by the proxy's limits (head deadline, connections per address)",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
         for c in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(connections_closed.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(requests.clone()),
             Box::new(latency.clone()),
             Box::new(fallbacks.clone()),
             Box::new(fallback_impossible.clone()),
@@ -251,6 +263,7 @@ impl Metrics {
             migration_endpoint_share,
             migration_traffic_share,
             route_service_share,
+            connections_closed,
         }
     }
 

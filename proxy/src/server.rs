@@ -20,9 +20,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{ListenFds, RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
-use pingora::services::Service;
+use pingora::services::Service as ServiceTrait;
+use pingora::services::listening::Service;
 use tokio::sync::watch;
 
+use crate::conn::Guard;
 use crate::error::ProxyError;
 use crate::service::FicusProxy;
 use crate::state::{Secrets, Shared};
@@ -120,7 +122,7 @@ struct PreBound<S> {
 }
 
 #[async_trait]
-impl<S: Service> Service for PreBound<S> {
+impl<S: ServiceTrait> ServiceTrait for PreBound<S> {
     async fn start_service(&mut self, fds: Option<ListenFds>, shutdown: ShutdownWatch, listeners_per_fd: usize) {
         if let Some(fds) = &fds {
             let mut table = fds.lock();
@@ -201,11 +203,9 @@ impl RunningProxy {
         let mut server = Server::new_with_opt_and_conf(opt, conf);
         // With --upgrade this receives the old process's listening sockets over `upgrade_sock`.
         server.bootstrap();
-        let mut proxy = pingora::proxy::http_proxy_service_with_name(
-            &server.configuration,
-            FicusProxy::new(shared.clone()),
-            "ficus proxy",
-        );
+        // Pingora's HTTP proxy, run behind the connection guard (per-address cap, head deadline).
+        let http = pingora::proxy::http_proxy(&server.configuration, FicusProxy::new(shared.clone()));
+        let mut proxy = Service::new("ficus proxy".to_owned(), Guard::new(http, shared.clone()));
         proxy.add_tcp(&http_addr.to_string());
         server.add_service(PreBound { inner: proxy, listeners: prebound });
 

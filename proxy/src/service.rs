@@ -246,10 +246,15 @@ impl FicusProxy {
     /// any (kept out of the hook's future so that the per-request future stays small).
     fn route_request(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Option<(u16, Cow<'static, str>)>> {
         let rt = self.shared.current();
-        // Pingora keeps an HTTP/1.1 connection idle forever between requests: bound it.
-        if session.get_keepalive() == Some(0) {
-            session.set_keepalive(Some(rt.config.security.idle_timeout.as_secs()));
+        // The head is in: its deadline stops. A raw space in the target was re-encoded by
+        // Pingora's parser, so only the connection saw it.
+        if crate::conn::mark_head_read(session) == crate::conn::HeadCheck::RawSpaceInTarget {
+            ctx.rt = Some(rt);
+            return Ok(Some((400, "the request target holds a raw space or control character".into())));
         }
+        // Requests sent back to back on one connection are answered in order (RFC 9112 §9.3.2),
+        // not dropped after the first.
+        session.set_pipelining_enabled(true);
         let max = rt.config.proxy.max_header_bytes;
         ctx.rt = Some(rt);
         let req = session.req_header();
@@ -263,8 +268,6 @@ impl FicusProxy {
             return Ok(Some((400, "an HTTP/1.1 request must have a Host header".into())));
         }
         // Route on the target as received: the parsed URI may have replaced bytes it could not hold.
-        // (A raw space or other byte illegal in a request line never gets here as such:
-        // Pingora's parser percent-encodes it and parses again, before any hook runs.)
         let raw = req.raw_path();
         // Absolute-form (`GET http://host/path`) is forwarded in origin-form, with its
         // authority as the Host (RFC 9112 §3.2.2).

@@ -160,3 +160,42 @@ async fn absolute_targets_were_forwarded_verbatim_and_hostless_requests_accepted
     // HTTP/1.0 has no Host requirement.
     assert_eq!(send_head(&p, b"GET /api/orders HTTP/1.0\r\n\r\n").await, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raw_space_in_the_target_was_accepted_and_re_encoded() {
+    let (mono, seen) = recording_upstream().await;
+    let svc = Upstream::start("catalog").await;
+    let p = TestProxy::start(&config_text(&[("monolith", mono), ("catalog", svc.addr)], ROUTES)).await;
+    for head in [
+        &b"GET /api/orders/1 2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"[..],
+        b"GET /api/orders /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"GET /api/orders\t/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    ] {
+        let before = seen.lock().unwrap().len();
+        assert_eq!(send_head(&p, head).await, 400, "{}", String::from_utf8_lossy(head));
+        assert_eq!(seen.lock().unwrap().len(), before, "nothing forwarded: {}", String::from_utf8_lossy(head));
+    }
+    // The second request on a connection: the first is served, the second refused.
+    let (first, second) = (
+        b"GET /api/orders HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /api/orders 2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    let mut s = tokio::net::TcpStream::connect(p.proxy.as_ref().unwrap().http_addr()).await.unwrap();
+    s.write_all(first).await.unwrap();
+    // Wait for the first answer before sending the second head (not pipelined).
+    let mut data = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&data).contains("\r\n\r\nok") {
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the first request is answered");
+        data.extend_from_slice(&buf[..n]);
+    }
+    s.write_all(second).await.unwrap();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest).await;
+    assert!(String::from_utf8_lossy(&rest).starts_with("HTTP/1.1 400"), "{}", String::from_utf8_lossy(&rest));
+    // An encoded space is a legal target: routed and forwarded as sent.
+    assert_eq!(send_head(&p, b"GET /api/orders/a%20b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await, 200);
+    let head = seen.lock().unwrap().last().cloned().unwrap_or_default();
+    assert!(head.starts_with("GET /api/orders/a%20b HTTP/1.1"), "{head}");
+}
