@@ -171,7 +171,7 @@ fn case(rng: &mut Rng) -> Vec<u8> {
             // Something long: a huge header, target or chunk.
             _ => {
                 let n = [100, 5_000, 70_000][rng.below(3)];
-                let fill = rng.pick(&[b'a', b'/', b' ', b'0', b'f']);
+                let fill = rng.pick(b"a/ 0f");
                 bytes.splice(at..at, std::iter::repeat_n(*fill, n));
             }
         }
