@@ -120,11 +120,11 @@ fn framing_case(rng: &mut Rng) -> Vec<u8> {
     let head_end = seed.windows(4).position(|w| w == b"\r\n\r\n").map_or(seed.len(), |p| p + 2);
     let mut bytes = seed[..head_end].to_vec();
     for _ in 0..1 + rng.below(2) {
-        let header: &[u8] = rng.pick(HEADERS);
+        let header = *rng.pick(HEADERS);
         bytes.extend_from_slice(header);
     }
     bytes.extend_from_slice(b"\r\n");
-    let body: &[u8] = rng.pick(BODIES);
+    let body = *rng.pick(BODIES);
     bytes.extend_from_slice(body);
     bytes
 }
