@@ -57,6 +57,9 @@ struct RawSecurity {
 struct RawListen {
     http: Spanned<String>,
     admin: Option<Spanned<String>>,
+    https: Option<Spanned<String>>,
+    tls_cert: Option<Spanned<String>>,
+    tls_key: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -89,6 +92,10 @@ struct RawUpstream {
     health: Option<Spanned<String>>,
     connect_timeout_ms: Option<Spanned<i64>>,
     read_timeout_ms: Option<Spanned<i64>>,
+    tls: Option<Spanned<bool>>,
+    sni: Option<Spanned<String>>,
+    ca_file: Option<Spanned<String>>,
+    h2: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -276,6 +283,19 @@ pub struct Listen {
     pub http: SocketAddr,
     /// The admin API; none when absent from the file.
     pub admin: Option<SocketAddr>,
+    /// Proxied traffic over TLS (HTTP/1.1 and HTTP/2 by ALPN); none when absent.
+    pub https: Option<HttpsListen>,
+}
+
+/// The TLS listener: its address and the certificate it serves (reloaded when the files change).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpsListen {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The certificate chain (PEM), leaf first; relative paths are taken from the config's folder.
+    pub cert: PathBuf,
+    /// The private key (PEM).
+    pub key: PathBuf,
 }
 
 /// Settings passed to Pingora's server.
@@ -320,13 +340,70 @@ pub struct UpstreamSpec {
     /// Its name, as routes and `x-ficus-upstream` give it.
     pub name: String,
     /// Its addresses (at least one).
-    pub addrs: Vec<SocketAddr>,
+    pub addrs: Vec<UpstreamAddr>,
     /// Path of its HTTP health check; without one a TCP connect is the check.
     pub health: Option<String>,
     /// Connect timeout.
     pub connect_timeout: Duration,
     /// Read timeout (time to first byte and between reads).
     pub read_timeout: Duration,
+    /// Reached over TLS; `None`: plain HTTP.
+    pub tls: Option<UpstreamTls>,
+    /// The line of its `[upstreams.NAME]` table, for errors found later (an address that does
+    /// not resolve, an unreadable CA file).
+    pub line: usize,
+}
+
+/// An upstream address: an IP address or a DNS name, and a port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UpstreamAddr {
+    /// The host: an IP address (IPv6 without brackets) or a name.
+    pub host: String,
+    /// The port.
+    pub port: u16,
+}
+
+impl UpstreamAddr {
+    /// The IP address, when the host is one (no lookup needed).
+    pub fn ip(&self) -> Option<std::net::IpAddr> {
+        self.host.parse().ok()
+    }
+
+    /// Parses `HOST:PORT` or `[IPV6]:PORT`.
+    pub fn parse(text: &str) -> Option<UpstreamAddr> {
+        if let Ok(a) = text.parse::<SocketAddr>() {
+            return Some(UpstreamAddr { host: a.ip().to_string(), port: a.port() });
+        }
+        let (host, port) = text.rsplit_once(':')?;
+        let port = port.parse().ok()?;
+        let name_ok = !host.is_empty()
+            && host.len() <= 253
+            && host.split('.').all(|l| {
+                !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            });
+        name_ok.then(|| UpstreamAddr { host: host.to_ascii_lowercase(), port })
+    }
+}
+
+impl std::fmt::Display for UpstreamAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.ip() {
+            Some(ip) => write!(f, "{}", SocketAddr::new(ip, self.port)),
+            None => write!(f, "{}:{}", self.host, self.port),
+        }
+    }
+}
+
+/// How an upstream is reached over TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// The name sent by SNI and verified against the certificate; `None`: each address's host
+    /// (an IP address is verified against the certificate's IP addresses).
+    pub sni: Option<String>,
+    /// Trust only the CAs in this PEM file; `None`: the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// Offer HTTP/2 by ALPN (used when the upstream speaks it, so gRPC passes through).
+    pub h2: bool,
 }
 
 /// A route's migration stage.
@@ -644,6 +721,14 @@ impl Validator<'_> {
         self.err_line(self.line(span.start), reason.into())
     }
 
+    /// A file name given in the config (not checked here: the config is parsed without I/O).
+    fn file_name(&self, v: &Spanned<String>, what: &str) -> Result<PathBuf, ConfigError> {
+        if v.get_ref().trim().is_empty() {
+            return Err(self.err(v.span(), format!("{what} must name a file")));
+        }
+        Ok(PathBuf::from(v.get_ref()))
+    }
+
     fn positive(&self, v: &Option<Spanned<i64>>, what: &str, default: i64, max: i64) -> Result<i64, ConfigError> {
         match v {
             None => Ok(default),
@@ -670,9 +755,25 @@ impl Validator<'_> {
                 .parse()
                 .map_err(|_| self.err(s.span(), format!("{what} `{}` is not an IP:port address", s.get_ref())))
         };
+        let dir = self.file.parent().unwrap_or(Path::new("."));
+        let https = match (&raw_listen.https, &raw_listen.tls_cert, &raw_listen.tls_key) {
+            (None, None, None) => None,
+            (Some(a), Some(cert), Some(key)) => Some(HttpsListen {
+                addr: addr(a, "listen.https")?,
+                cert: dir.join(self.file_name(cert, "listen.tls_cert")?),
+                key: dir.join(self.file_name(key, "listen.tls_key")?),
+            }),
+            _ => {
+                return Err(self.err(
+                    listen_span.clone(),
+                    "listen.https needs listen.tls_cert and listen.tls_key (PEM files), and they need listen.https",
+                ));
+            }
+        };
         let listen = Listen {
             http: addr(&raw_listen.http, "listen.http")?,
             admin: raw_listen.admin.as_ref().map(|a| addr(a, "listen.admin")).transpose()?,
+            https,
         };
         if Some(listen.http) == listen.admin && listen.http.port() != 0 {
             return Err(self.err(listen_span, "listen.http and listen.admin must differ"));
@@ -740,13 +841,74 @@ impl Validator<'_> {
                 return Err(self.err(u.addrs.span(), format!("upstream `{name}` needs at least one address")));
             }
             let mut addrs = Vec::new();
+            let mut schemes = HashSet::new();
             for a in u.addrs.get_ref() {
-                let parsed = addr(a, &format!("upstream `{name}` address"))?;
+                let text = a.get_ref().as_str();
+                let (scheme, rest) = match text.split_once("://") {
+                    Some((s @ ("http" | "https"), rest)) => (Some(s == "https"), rest),
+                    Some(_) => {
+                        return Err(self.err(
+                            a.span(),
+                            format!("upstream `{name}`: `{text}`: the scheme may only be http:// or https://"),
+                        ));
+                    }
+                    None => (None, text),
+                };
+                schemes.insert(scheme);
+                let parsed = UpstreamAddr::parse(rest.trim_end_matches('/')).ok_or_else(|| {
+                    self.err(
+                        a.span(),
+                        format!("upstream `{name}` address `{text}` is not HOST:PORT (an IP address or a DNS name)"),
+                    )
+                })?;
                 if addrs.contains(&parsed) {
                     return Err(self.err(a.span(), format!("upstream `{name}` lists {parsed} twice")));
                 }
                 addrs.push(parsed);
             }
+            if schemes.contains(&Some(true)) && schemes.len() > 1 {
+                return Err(self.err(
+                    u.addrs.span(),
+                    format!("upstream `{name}` mixes https:// addresses with others: one upstream is all TLS or none"),
+                ));
+            }
+            let tls = match (u.tls.as_ref().map(|t| *t.get_ref()), schemes.contains(&Some(true))) {
+                (Some(false), true) => {
+                    return Err(self.err(
+                        u.addrs.span(),
+                        format!("upstream `{name}`: tls = false but its addresses are https://"),
+                    ));
+                }
+                (Some(true), _) | (None, true) => Some(UpstreamTls {
+                    sni: match &u.sni {
+                        Some(s) if UpstreamAddr::parse(&format!("{}:1", s.get_ref())).is_some() => {
+                            Some(s.get_ref().to_ascii_lowercase())
+                        }
+                        Some(s) => {
+                            return Err(self.err(
+                                s.span(),
+                                format!("upstream `{name}`: sni `{}` is not a DNS name or IP address", s.get_ref()),
+                            ));
+                        }
+                        None => None,
+                    },
+                    ca_file: u
+                        .ca_file
+                        .as_ref()
+                        .map(|c| self.file_name(c, "ca_file").map(|f| dir.join(f)))
+                        .transpose()?,
+                    h2: u.h2.unwrap_or(true),
+                }),
+                _ => {
+                    if let Some(field) = u.sni.as_ref().or(u.ca_file.as_ref()) {
+                        return Err(self.err(
+                            field.span(),
+                            format!("upstream `{name}`: sni and ca_file need tls = true (or https:// addresses)"),
+                        ));
+                    }
+                    None
+                }
+            };
             let health = match &u.health {
                 Some(h) if h.get_ref().starts_with('/') && h.get_ref().bytes().all(|b| b.is_ascii_graphic()) => {
                     Some(h.get_ref().clone())
@@ -760,6 +922,8 @@ impl Validator<'_> {
                 name: name.clone(),
                 addrs,
                 health,
+                tls,
+                line: self.line(span.start),
                 connect_timeout: Duration::from_millis(self.positive(
                     &u.connect_timeout_ms,
                     "connect_timeout_ms",
@@ -1085,6 +1249,76 @@ fallback = true
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("ficus.toml"))
+    }
+
+    #[test]
+    fn tls_listener_and_tls_upstreams_are_read_and_checked() {
+        let text = GOOD
+            .replace("admin = \"127.0.0.1:0\"\n", "admin = \"127.0.0.1:0\"\nhttps = \"0.0.0.0:8443\"\ntls_cert = \"certs/c.pem\"\ntls_key = \"/etc/k.pem\"\n")
+            .replace(
+                "addrs = [\"127.0.0.1:3101\", \"127.0.0.1:3102\"]",
+                "addrs = [\"https://catalog.internal:443\", \"https://[::1]:8443\"]\nca_file = \"ca.pem\"",
+            );
+        let c = Config::parse(&text, Path::new("/srv/ficus/ficus.toml")).unwrap();
+        let https = c.listen.https.as_ref().unwrap();
+        assert_eq!(https.addr, "0.0.0.0:8443".parse().unwrap());
+        assert_eq!(
+            (https.cert.as_path(), https.key.as_path()),
+            (Path::new("/srv/ficus/certs/c.pem"), Path::new("/etc/k.pem"))
+        );
+        let catalog = &c.upstreams[c.upstream_index("catalog").unwrap()];
+        let addrs: Vec<String> = catalog.addrs.iter().map(ToString::to_string).collect();
+        assert_eq!(addrs, ["catalog.internal:443", "[::1]:8443"]);
+        let tls = catalog.tls.as_ref().unwrap();
+        assert_eq!(
+            (tls.sni.as_deref(), tls.ca_file.as_deref(), tls.h2),
+            (None, Some(Path::new("/srv/ficus/ca.pem")), true)
+        );
+        assert!(c.upstreams[c.upstream_index("monolith").unwrap()].tls.is_none());
+
+        let catalog = "addrs = [\"127.0.0.1:3101\", \"127.0.0.1:3102\"]";
+        for (from, to, why) in [
+            (
+                "admin = \"127.0.0.1:0\"\n",
+                "admin = \"127.0.0.1:0\"\nhttps = \"0.0.0.0:8443\"\n",
+                "needs listen.tls_cert",
+            ),
+            (catalog, "addrs = [\"https://a:1\", \"http://b:2\"]", "mixes https://"),
+            (catalog, "addrs = [\"ftp://a:1\"]", "the scheme may only be"),
+            (catalog, "addrs = [\"https://a:1\"]\ntls = false", "tls = false"),
+            (catalog, "addrs = [\"a b:1\"]", "is not HOST:PORT"),
+            (catalog, "addrs = [\"a:1\"]\nsni = \"x\"", "need tls = true"),
+            (catalog, "addrs = [\"a:1\"]\ntls = true\nsni = \"not a name\"", "is not a DNS name"),
+        ] {
+            let err = parse(&GOOD.replace(from, to)).expect_err(why).to_string();
+            assert!(err.contains(why), "{why}: {err}");
+        }
+        // `tls = true` on plain addresses, with an SNI for IP addresses.
+        let c = parse(
+            &GOOD.replace(catalog, "addrs = [\"10.0.0.1:443\"]\ntls = true\nsni = \"Catalog.Internal\"\nh2 = false"),
+        )
+        .unwrap();
+        let tls = c.upstreams[c.upstream_index("catalog").unwrap()].tls.clone().unwrap();
+        assert_eq!((tls.sni.as_deref(), tls.h2), (Some("catalog.internal"), false));
+    }
+
+    #[test]
+    fn connection_limits_and_the_force_token_variable_are_read() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.security, Security::default());
+        let text = GOOD.replace(
+            "[default]",
+            "[security]\nheader_timeout_ms = 2500\nmax_connections_per_client = 7\nforce_token_env = \"MY_TOKEN\"\n\n[default]",
+        );
+        let s = parse(&text).unwrap().security;
+        assert_eq!((s.header_timeout, s.max_connections_per_client), (Duration::from_millis(2500), 7));
+        let line = text.lines().position(|l| l.starts_with("force_token_env")).unwrap() + 1;
+        assert_eq!(s.force_token_env, Some(SecretRef { env: "MY_TOKEN".into(), line }));
+        let bad = GOOD.replace("[default]", "[security]\nforce_token_env = \"NOT A NAME\"\n\n[default]");
+        assert!(parse(&bad).unwrap_err().to_string().contains("must name an environment variable"));
+        let off = GOOD
+            .replace("[default]", "[proxy]\nforce_header = false\n\n[security]\nforce_token_env = \"T\"\n\n[default]");
+        assert_eq!(parse(&off).unwrap().security.force_token_env, None, "force_header = false keeps forcing off");
     }
 
     #[test]

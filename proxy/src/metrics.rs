@@ -43,6 +43,8 @@ pub struct Metrics {
     /// Client connections the proxy closed to protect itself, by reason (`header_timeout`,
     /// `too_many_from_client`).
     pub connections_closed: IntCounterVec,
+    /// Reloads of the TLS listener's certificate by result (`ok` / `error`).
+    pub tls_reloads: IntCounterVec,
 }
 
 /// Handles for one (route, upstream) pair.
@@ -228,8 +230,14 @@ impl Metrics {
             &["reason"],
         )
         .expect("valid metric");
+        let tls_reloads = IntCounterVec::new(
+            Opts::new("ficus_tls_reloads_total", "Reloads of the TLS certificate after its files changed, by result"),
+            &["result"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(connections_closed.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(tls_reloads.clone()),
             Box::new(requests.clone()),
             Box::new(latency.clone()),
             Box::new(fallbacks.clone()),
@@ -264,6 +272,7 @@ impl Metrics {
             migration_traffic_share,
             route_service_share,
             connections_closed,
+            tls_reloads,
         }
     }
 

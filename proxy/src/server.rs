@@ -28,6 +28,8 @@ use crate::conn::Guard;
 use crate::error::ProxyError;
 use crate::service::FicusProxy;
 use crate::state::{Secrets, Shared};
+use crate::tls::CertStore;
+use pingora::listeners::tls::TlsSettings;
 
 /// How to start a proxy.
 #[derive(Debug, Clone, Default)]
@@ -61,6 +63,7 @@ pub enum Stop {
 /// A running proxy: its bound addresses and the handles to stop it.
 pub struct RunningProxy {
     http_addr: SocketAddr,
+    https_addr: Option<SocketAddr>,
     admin_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
     stop_tx: watch::Sender<Option<Stop>>,
@@ -207,6 +210,32 @@ impl RunningProxy {
         let http = pingora::proxy::http_proxy(&server.configuration, FicusProxy::new(shared.clone()));
         let mut proxy = Service::new("ficus proxy".to_owned(), Guard::new(http, shared.clone()));
         proxy.add_tcp(&http_addr.to_string());
+        // The TLS listener, with the certificate store as its resolver (reloaded below).
+        let mut prebound = prebound;
+        let (https_addr, certs) = match &config.listen.https {
+            None => (None, None),
+            Some(h) => {
+                let certs = Arc::new(
+                    CertStore::load(&h.cert, &h.key)
+                        .map_err(|e| ProxyError::Server(format!("listen.tls_cert / listen.tls_key: {e}")))?,
+                );
+                let addr = if options.upgrade {
+                    h.addr
+                } else {
+                    let l = bind_std(h.addr)?;
+                    let addr =
+                        l.local_addr().map_err(|source| ProxyError::Bind { addr: h.addr.to_string(), source })?;
+                    prebound.push((addr.to_string(), l));
+                    addr
+                };
+                let mut settings = TlsSettings::intermediate("", "")
+                    .map_err(|e| ProxyError::Server(format!("cannot set up TLS: {e}")))?;
+                settings.set_cert_resolver(certs.clone());
+                settings.enable_h2();
+                proxy.add_tls_with_settings(&addr.to_string(), None, settings);
+                (Some(addr), Some(certs))
+            }
+        };
         server.add_service(PreBound { inner: proxy, listeners: prebound });
 
         // The admin runtime (API, file watcher, SIGHUP, health checks) in its own thread, which
@@ -248,7 +277,7 @@ impl RunningProxy {
                     None
                 };
                 let _ = bound_tx.send(Ok(listener.as_ref().and_then(|l| l.local_addr().ok())));
-                rt.block_on(admin_main(admin_shared, listener, token, signals, signal_stop, admin_stop_rx));
+                rt.block_on(admin_main(admin_shared, listener, token, signals, signal_stop, admin_stop_rx, certs));
             })
             .map_err(|e| ProxyError::Server(format!("cannot start the admin thread: {e}")))?;
         let admin_addr =
@@ -272,9 +301,11 @@ impl RunningProxy {
             .map_err(|e| ProxyError::Server(format!("cannot start the proxy thread: {e}")))?;
 
         let admin_shown = admin_addr.map_or_else(|| "none".to_owned(), |a| a.to_string());
-        tracing::info!(http = %http_addr, admin = %admin_shown, config = %shared.config_path().display(), "ficus proxy listening");
+        let https_shown = https_addr.map_or_else(|| "none".to_owned(), |a| a.to_string());
+        tracing::info!(http = %http_addr, https = %https_shown, admin = %admin_shown, config = %shared.config_path().display(), "ficus proxy listening");
         Ok(RunningProxy {
             http_addr,
+            https_addr,
             admin_addr,
             shared,
             stop_tx,
@@ -287,6 +318,11 @@ impl RunningProxy {
     /// The bound proxy address.
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// The bound TLS address, if the config has one.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https_addr
     }
 
     /// The bound admin address, if the config has one.
@@ -350,8 +386,32 @@ async fn admin_main(
     signals: Option<Signals>,
     stop_proxy: watch::Sender<Option<Stop>>,
     mut stop: watch::Receiver<bool>,
+    certs: Option<Arc<CertStore>>,
 ) {
     let mut tasks = tokio::task::JoinSet::new();
+    // The listener's certificate: new files are served from the next handshake on.
+    if let Some(certs) = certs {
+        let metrics = shared.metrics.clone();
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let c = certs.clone();
+                match tokio::task::spawn_blocking(move || c.reload_if_changed()).await {
+                    Ok(Some(Ok(()))) => {
+                        metrics.tls_reloads.with_label_values(&["ok"]).inc();
+                        tracing::info!("TLS certificate reloaded (its files changed)");
+                    }
+                    Ok(Some(Err(e))) => {
+                        metrics.tls_reloads.with_label_values(&["error"]).inc();
+                        tracing::error!("TLS certificate refused, keeping the last good one: {e}");
+                    }
+                    _ => {}
+                }
+            }
+        });
+    }
     if let Some(listener) = listener {
         let app = crate::admin::router(shared.clone(), token);
         let mut stop = stop.clone();

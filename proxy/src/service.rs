@@ -215,8 +215,9 @@ impl FicusProxy {
             return;
         }
         let pick = |u: usize| {
-            let addrs = &rt.config.upstreams[u].addrs;
-            addrs[(random_u64() % addrs.len() as u64) as usize]
+            let pool = &rt.pools[u];
+            let e = &pool.endpoints[(random_u64() % pool.endpoints.len() as u64) as usize];
+            shadow::Target { base: e.shadow_base.clone(), client: pool.shadow_client.clone() }
         };
         let service = &rt.config.upstreams[route.upstream];
         shadow.submit(shadow::Job {
@@ -225,8 +226,8 @@ impl FicusProxy {
             headers: c.headers,
             body: c.request_body.freeze(),
             monolith: shadow::Answer { status, headers: c.response_headers, body: c.body.freeze() },
-            monolith_addr: pick(rt.config.default_upstream),
-            service_addr: pick(route.upstream),
+            monolith_target: pick(rt.config.default_upstream),
+            service_target: pick(route.upstream),
             timeout: service.connect_timeout + service.read_timeout,
             ignore: route.shadow_ignore.clone().into(),
             compared_headers: route.shadow_headers.clone().into(),
@@ -326,7 +327,8 @@ impl FicusProxy {
                 session.req_header_mut().insert_header(TRACEPARENT, ids.traceparent)?;
             }
         }
-        forwarding(session.req_header_mut(), client_ip, &rt.config.security.trusted_proxies)?;
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        forwarding(session.req_header_mut(), client_ip, tls, &rt.config.security.trusted_proxies)?;
         if let Some(r) = decision.route
             && decision.target == Target::Monolith
             && rt.config.routes[r].stage == Stage::Shadow
@@ -398,11 +400,12 @@ const OWN_PREFIX: &str = "x-ficus-";
 /// removed (the force header has been read by then). A client in `trusted` (a proxy in
 /// front of this one) keeps what it sent, and its address is appended to
 /// `X-Forwarded-For`; anyone else's `X-Forwarded-For`, `Forwarded` and `X-Real-IP` are
-/// dropped and replaced by what this proxy saw. `X-Forwarded-Proto` and
-/// `X-Forwarded-Host` are set when not kept.
+/// dropped and replaced by what this proxy saw. `X-Forwarded-Proto` (`https` when the client
+/// came over TLS) and `X-Forwarded-Host` are set when not kept.
 fn forwarding(
     req: &mut pingora::http::RequestHeader,
     client: Option<std::net::IpAddr>,
+    tls: bool,
     trusted: &[crate::config::IpNet],
 ) -> Result<()> {
     // Names as &'static str: Pingora stores them without copying (a HeaderName is re-titled).
@@ -441,7 +444,7 @@ fn forwarding(
         }
     }
     if !req.headers.contains_key(&FORWARDED_PROTO) {
-        req.insert_header(PROTO, HeaderValue::from_static("http"))?;
+        req.insert_header(PROTO, HeaderValue::from_static(if tls { "https" } else { "http" }))?;
     }
     if !req.headers.contains_key(&FORWARDED_HOST)
         && let Some(host) = req.headers.get(http::header::HOST).cloned()
@@ -559,14 +562,23 @@ impl ProxyHttp for FicusProxy {
         Ok(Box::new(rt.pools[upstream].endpoints[endpoint].peer.clone()))
     }
 
-    fn fail_to_connect(
-        &self,
-        _session: &mut Session,
-        _peer: &HttpPeer,
-        ctx: &mut Ctx,
-        mut e: Box<Error>,
-    ) -> Box<Error> {
+    fn fail_to_connect(&self, _session: &mut Session, peer: &HttpPeer, ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
         Self::breaker_failure(ctx);
+        if matches!(
+            e.etype(),
+            ErrorType::TLSHandshakeFailure
+                | ErrorType::InvalidCert
+                | ErrorType::HandshakeError
+                | ErrorType::TLSHandshakeTimedout
+        ) {
+            // Say why, with the reason rustls gives (a name that does not match, an expired or
+            // untrusted certificate): the client only sees a 502.
+            let upstream = match (&ctx.rt, ctx.serving) {
+                (Some(rt), Some((u, _))) => rt.pools[u].name().to_owned(),
+                _ => String::new(),
+            };
+            tracing::warn!(%upstream, %peer, "TLS to the upstream failed: {e}");
+        }
         let addresses = match (&ctx.rt, ctx.serving) {
             (Some(rt), Some((u, _))) => rt.pools[u].endpoints.len(),
             _ => 1,

@@ -17,7 +17,6 @@
 //! - Per-route stats are bounded: counters, the noise set and the last [`SAMPLES`] mismatches.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -78,6 +77,15 @@ pub fn chosen_headers(map: &HeaderMap, names: &[HeaderName]) -> Vec<(HeaderName,
         .collect()
 }
 
+/// Where a shadow call goes.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// `http://IP:PORT` or `https://NAME:PORT`.
+    pub base: Arc<str>,
+    /// The client for a TLS upstream (its trust, its names pinned); `None`: the workers' own.
+    pub client: Option<reqwest::Client>,
+}
+
 /// A request copy and the monolith's answer to it, handed to the route's workers.
 #[derive(Debug, Clone)]
 pub struct Job {
@@ -92,9 +100,9 @@ pub struct Job {
     /// What the monolith answered the client.
     pub monolith: Answer,
     /// An address of the monolith (for the noise-learning second call).
-    pub monolith_addr: SocketAddr,
+    pub monolith_target: Target,
     /// An address of the route's service.
-    pub service_addr: SocketAddr,
+    pub service_target: Target,
     /// Timeout of each shadow call.
     pub timeout: Duration,
     /// The route's `shadow_ignore` patterns.
@@ -429,8 +437,9 @@ const HOP_BY_HOP: [&str; 9] = [
     "content-length",
 ];
 
-async fn call(client: &reqwest::Client, addr: SocketAddr, job: &Job) -> Result<Answer, CallError> {
-    let url = format!("http://{addr}{}", job.path_and_query);
+async fn call(client: &reqwest::Client, target: &Target, job: &Job) -> Result<Answer, CallError> {
+    let client = target.client.as_ref().unwrap_or(client);
+    let url = format!("{}{}", target.base, job.path_and_query);
     let mut headers = job.headers.clone();
     for h in HOP_BY_HOP {
         headers.remove(h);
@@ -475,9 +484,9 @@ async fn work(shadow: &RouteShadow, client: &reqwest::Client, job: Job) {
     // Never send a write to the monolith twice.
     let safe = matches!(job.method, Method::GET | Method::HEAD | Method::OPTIONS);
     let learn = safe && (n < NOISE_FIRST || n.is_multiple_of(NOISE_EVERY));
-    let service = call(client, job.service_addr, &job);
+    let service = call(client, &job.service_target, &job);
     let (service, again) = if learn {
-        let again = call(client, job.monolith_addr, &job);
+        let again = call(client, &job.monolith_target, &job);
         let (s, a) = tokio::join!(service, again);
         (s, Some(a))
     } else {

@@ -43,7 +43,7 @@ impl Runtime {
     ) -> Result<Runtime, ConfigError> {
         let force_token = config.security.force_token_env.as_ref().map(|r| secrets.resolve(r)).transpose()?;
         let table = RouteTable::build(&config, force_token);
-        let pools = build_pools(&config.upstreams, &config.proxy, previous);
+        let pools = build_pools(&config.upstreams, &config.proxy, previous)?;
         let monolith = &config.upstreams[config.default_upstream].name;
         let route_metrics = config
             .routes

@@ -14,7 +14,9 @@ use pingora::lb::health_check::{HttpHealthCheck, TcpHealthCheck};
 use pingora::lb::selection::RoundRobin;
 use pingora::upstreams::peer::HttpPeer;
 
-use crate::config::{ProxyOptions, UpstreamSpec};
+use crate::config::{ProxyOptions, UpstreamAddr, UpstreamSpec};
+use crate::error::ConfigError;
+use pingora::protocols::ALPN;
 
 /// A passive circuit breaker for one address: after `threshold` consecutive failures it opens
 /// for `cooldown`; then one request at a time is let through as a probe until one succeeds.
@@ -85,6 +87,9 @@ impl Breaker {
 pub struct Endpoint {
     /// The address.
     pub addr: SocketAddr,
+    /// Where a shadow call to it goes: `http://IP:PORT`, or `https://NAME:PORT` for TLS (the
+    /// pool's shadow client resolves NAME to this address).
+    pub shadow_base: Arc<str>,
     /// The peer template handed to Pingora.
     pub peer: HttpPeer,
     /// Its breaker.
@@ -107,6 +112,8 @@ pub struct UpstreamPool {
     next: AtomicUsize,
     breaker_failures: u32,
     breaker_cooldown: Duration,
+    /// For a TLS upstream, the client the shadow calls use (the same trust as the peers).
+    pub shadow_client: Option<reqwest::Client>,
 }
 
 impl std::fmt::Debug for UpstreamPool {
@@ -116,20 +123,39 @@ impl std::fmt::Debug for UpstreamPool {
 }
 
 impl UpstreamPool {
-    /// Builds a pool for an upstream.
-    pub fn new(spec: &UpstreamSpec, options: &ProxyOptions) -> UpstreamPool {
-        let mut lb = LoadBalancer::<RoundRobin>::try_from_iter(spec.addrs.iter().copied())
-            .expect("socket addresses need no lookup");
+    /// Builds a pool for an upstream: resolves its names, loads its TLS trust. An error says
+    /// what failed, at the upstream's line.
+    pub fn new(spec: &UpstreamSpec, options: &ProxyOptions) -> Result<UpstreamPool, ConfigError> {
+        let err = |reason: String| ConfigError {
+            file: std::path::PathBuf::new(),
+            line: spec.line,
+            reason: format!("upstream `{}`: {reason}", spec.name),
+        };
+        let resolved = resolve(&spec.addrs).map_err(err)?;
+        let trust = spec
+            .tls
+            .as_ref()
+            .map(|t| crate::tls::UpstreamTrust::load(t.ca_file.as_deref()))
+            .transpose()
+            .map_err(err)?;
+        let mut lb = LoadBalancer::<RoundRobin>::try_from_iter(resolved.iter().map(|(a, _)| *a))
+            .map_err(|e| err(format!("cannot set up its health checks: {e}")))?;
+        // The name a TLS peer is verified against: `sni`, else the address's host.
+        let server_name = |host: &str| spec.tls.as_ref().and_then(|t| t.sni.clone()).unwrap_or_else(|| host.to_owned());
         match &spec.health {
             Some(path) => {
-                let mut hc = HttpHealthCheck::new("localhost", false);
+                let host = server_name(resolved.first().map_or("localhost", |(_, h)| h.as_str()));
+                let mut hc = HttpHealthCheck::new(&host, spec.tls.is_some());
                 if let Ok(req) = pingora::http::RequestHeader::build("GET", path.as_bytes(), None) {
                     let mut req = req;
-                    let _ = req.append_header("Host", "localhost");
+                    let _ = req.append_header("Host", if spec.tls.is_some() { host.as_str() } else { "localhost" });
                     hc.req = req;
                 }
                 hc.peer_template.options.connection_timeout = Some(spec.connect_timeout.min(Duration::from_secs(1)));
                 hc.peer_template.options.read_timeout = Some(Duration::from_secs(1));
+                if let Some(trust) = &trust {
+                    hc.peer_template.options.ca = trust.peer_ca.clone();
+                }
                 lb.set_health_check(Box::new(hc));
             }
             None => {
@@ -138,23 +164,38 @@ impl UpstreamPool {
                 lb.set_health_check(hc);
             }
         }
-        let endpoints = spec
-            .addrs
+        let endpoints = resolved
             .iter()
-            .map(|&addr| {
-                let mut peer = HttpPeer::new(addr, false, String::new());
+            .map(|(addr, host)| {
+                let (peer, shadow_base) = match (&spec.tls, &trust) {
+                    (Some(tls), Some(trust)) => {
+                        let name = server_name(host);
+                        let mut peer = HttpPeer::new(*addr, true, name.clone());
+                        peer.options.alpn = if tls.h2 { ALPN::H2H1 } else { ALPN::H1 };
+                        peer.options.ca = trust.peer_ca.clone();
+                        let shown = if name.parse::<std::net::Ipv6Addr>().is_ok() { format!("[{name}]") } else { name };
+                        (peer, Arc::from(format!("https://{shown}:{}", addr.port())))
+                    }
+                    _ => (HttpPeer::new(*addr, false, String::new()), Arc::from(format!("http://{addr}"))),
+                };
+                let mut peer = peer;
                 peer.options.connection_timeout = Some(spec.connect_timeout);
                 peer.options.read_timeout = Some(spec.read_timeout);
                 peer.options.idle_timeout = Some(Duration::from_secs(60));
                 Endpoint {
-                    addr,
+                    addr: *addr,
+                    shadow_base,
                     peer,
                     breaker: Breaker::new(options.breaker_failures, options.breaker_cooldown),
                     healthy: AtomicBool::new(true),
                 }
             })
-            .collect();
-        UpstreamPool {
+            .collect::<Vec<_>>();
+        let shadow_client = match (&spec.tls, &trust) {
+            (Some(tls), Some(trust)) => Some(shadow_client(tls, trust, &resolved, &server_name).map_err(err)?),
+            _ => None,
+        };
+        Ok(UpstreamPool {
             spec: spec.clone(),
             header_value: HeaderValue::from_str(&spec.name).expect("upstream names are validated"),
             endpoints,
@@ -162,7 +203,8 @@ impl UpstreamPool {
             next: AtomicUsize::new(0),
             breaker_failures: options.breaker_failures,
             breaker_cooldown: options.breaker_cooldown,
-        }
+            shadow_client,
+        })
     }
 
     /// Whether this pool can serve `spec` with `options` unchanged (so a reload keeps it).
@@ -208,21 +250,73 @@ impl UpstreamPool {
     }
 }
 
+/// The addresses to connect to, each with the host it was given as: an IP address as it is, a
+/// name looked up (every address it resolves to, in the resolver's order, without repeats).
+fn resolve(addrs: &[UpstreamAddr]) -> Result<Vec<(SocketAddr, String)>, String> {
+    use std::net::ToSocketAddrs;
+    let mut out: Vec<(SocketAddr, String)> = Vec::new();
+    for a in addrs {
+        let found: Vec<SocketAddr> = match a.ip() {
+            Some(ip) => vec![SocketAddr::new(ip, a.port)],
+            None => (a.host.as_str(), a.port)
+                .to_socket_addrs()
+                .map_err(|e| format!("cannot resolve `{}`: {e}", a.host))?
+                .collect(),
+        };
+        if found.is_empty() {
+            return Err(format!("`{}` resolves to no address", a.host));
+        }
+        for addr in found {
+            if !out.iter().any(|(o, _)| *o == addr) {
+                out.push((addr, a.host.clone()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The client of the shadow calls to a TLS upstream: its names pinned to the resolved addresses,
+/// its certificate verified against the same roots as the proxy's own connections.
+fn shadow_client(
+    tls: &crate::config::UpstreamTls,
+    trust: &crate::tls::UpstreamTrust,
+    resolved: &[(SocketAddr, String)],
+    server_name: &dyn Fn(&str) -> String,
+) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .https_only(true)
+        .pool_max_idle_per_host(crate::shadow::WORKERS);
+    if !tls.h2 {
+        builder = builder.http1_only();
+    }
+    for der in &trust.roots {
+        if let Ok(cert) = reqwest::Certificate::from_der(der) {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    for (addr, host) in resolved {
+        let name = server_name(host);
+        if name.parse::<std::net::IpAddr>().is_err() {
+            builder = builder.resolve(&name, *addr);
+        }
+    }
+    builder.build().map_err(|e| format!("cannot build the shadow calls' TLS client: {e}"))
+}
+
 /// The pools of a config, reusing the previous pools whose spec did not change, so that a reload
 /// keeps health state, breakers and in-flight peers.
 pub fn build_pools(
     specs: &[UpstreamSpec],
     options: &ProxyOptions,
     previous: &[Arc<UpstreamPool>],
-) -> Vec<Arc<UpstreamPool>> {
+) -> Result<Vec<Arc<UpstreamPool>>, ConfigError> {
     specs
         .iter()
-        .map(|spec| {
-            previous
-                .iter()
-                .find(|p| p.same_as(spec, options))
-                .cloned()
-                .unwrap_or_else(|| Arc::new(UpstreamPool::new(spec, options)))
+        .map(|spec| match previous.iter().find(|p| p.same_as(spec, options)) {
+            Some(p) => Ok(p.clone()),
+            None => UpstreamPool::new(spec, options).map(Arc::new),
         })
         .collect()
 }
@@ -249,10 +343,12 @@ mod tests {
     fn pool(addrs: &[&str]) -> UpstreamPool {
         let spec = UpstreamSpec {
             name: "u".into(),
-            addrs: addrs.iter().map(|a| a.parse().unwrap()).collect(),
+            addrs: addrs.iter().map(|a| UpstreamAddr::parse(a).unwrap()).collect(),
             health: None,
             connect_timeout: Duration::from_secs(1),
             read_timeout: Duration::from_secs(1),
+            tls: None,
+            line: 1,
         };
         let options = ProxyOptions {
             upstream_header: true,
@@ -263,7 +359,7 @@ mod tests {
             audit_log: None,
             watch_file: true,
         };
-        UpstreamPool::new(&spec, &options)
+        UpstreamPool::new(&spec, &options).unwrap()
     }
 
     #[test]

@@ -12,3 +12,4 @@ mod routing;
 mod security;
 mod shadow;
 mod support;
+mod tls;

@@ -230,3 +230,22 @@ pub fn served_by(r: &(u16, Option<String>, Value)) -> String {
     assert_eq!(r.1.as_deref(), Some(body.as_str()), "x-ficus-upstream names who answered");
     body
 }
+
+/// Polls `check` every 20 ms until it holds or `within` has passed; whether it held (callers
+/// assert on it, so a wait that runs out fails the test).
+pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = tokio::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= end {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
