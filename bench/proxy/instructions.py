@@ -81,7 +81,7 @@ def main():
     work = tempfile.mkdtemp(prefix="ficus-instructions-")
     upstream = f"127.0.0.1:{bench.free_port()}"
     bench.start(bench.nginx(os.path.join(work, "upstream"),
-                            f'server {{ listen {upstream}; location / {{ return 200 "hello from the upstream\\n"; }} }}'),
+                            f'server {{ listen {upstream}; location / {{ return 200 "{bench.ANSWER[:-1]}\\n"; }} }}'),
                 os.path.join(work, "upstream.log"))
     bench.wait_http(f"http://{upstream}/")
     user = {"x-user-id": "42"}

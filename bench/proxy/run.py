@@ -1,18 +1,23 @@
 #!/usr/bin/env python3
-"""Proxy benchmark on loopback, in one run, with wrk: direct to the upstream, nginx as a reverse
-proxy, a bare Pingora proxy (the floor), ficus with 1 route and with 1,000 routes (metrics on),
-and ficus with one route in stage shadow against the same route with shadow off.
+"""Proxy benchmark on loopback, in one run, with wrk: direct to the upstream, what a user would
+pick instead (nginx, HAProxy, Caddy as reverse proxies, one thread each), a bare Pingora proxy
+(the floor), ficus with 1 route and with 1,000 routes (metrics on), and ficus with one route in
+stage shadow against the same route with shadow off.
 Reports req/s, p50/p99 latency, the proxy's CPU time per request and its peak memory (VmHWM),
 and the ratios.
 
 Run from the workspace root:  python3 bench/proxy/run.py [--duration 10] [--connections 50]
                               python3 bench/proxy/run.py --only shadow-off,shadow-on
-Installs nginx and wrk from Debian's packages when they are missing (needs root)."""
+Installs nginx, haproxy, caddy and wrk from Debian's packages when they are missing (needs root)."""
 import argparse, json, os, re, shutil, signal, socket, subprocess, sys, tempfile, time, urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TARGET = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
-PROFILE = "bench-proxy"
+# The build users get: `cargo build --release` (fat LTO, one codegen unit; root Cargo.toml).
+PROFILE = "release"
+# The upstream's answer: 100 bytes.
+ANSWER = "hello from the upstream, " + "x" * 74 + "\n"
+assert len(ANSWER) == 100
 procs = []
 
 
@@ -20,7 +25,7 @@ def sh(cmd, **kw):
     return subprocess.run(cmd, check=True, **kw)
 
 
-def ensure_tools(tools=("nginx", "wrk")):
+def ensure_tools(tools=("nginx", "haproxy", "caddy", "wrk")):
     missing = [p for p in tools if shutil.which(p) is None and not os.path.exists(f"/usr/sbin/{p}")]
     if missing:
         print(f"== installing {' '.join(missing)}", flush=True)
@@ -43,8 +48,9 @@ def free_port():
     return port
 
 
-def start(cmd, log):
-    p = subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+def start(cmd, log, env=None):
+    p = subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,
+                         env=dict(os.environ, **(env or {})))
     procs.append(p)
     return p
 
@@ -88,6 +94,44 @@ http {{
 }}
 """)
     return ["nginx", "-p", conf_dir, "-c", conf]
+
+
+def haproxy(conf_dir, listen, upstream):
+    """HAProxy as a reverse proxy, one thread, connections to the upstream reused."""
+    os.makedirs(conf_dir, exist_ok=True)
+    conf = os.path.join(conf_dir, "haproxy.cfg")
+    open(conf, "w").write(f"""global
+  nbthread 1
+  maxconn 20000
+defaults
+  mode http
+  timeout connect 1s
+  timeout client 30s
+  timeout server 30s
+  http-reuse always
+frontend f
+  bind {listen}
+  default_backend b
+backend b
+  server s1 {upstream}
+""")
+    return ["haproxy", "-db", "-f", conf]
+
+
+def caddy(conf_dir, listen, upstream):
+    """Caddy as a reverse proxy (run with GOMAXPROCS=1: one thread runs Go code)."""
+    os.makedirs(conf_dir, exist_ok=True)
+    conf = os.path.join(conf_dir, "Caddyfile")
+    open(conf, "w").write(f"""{{
+  admin off
+  auto_https off
+  persist_config off
+}}
+http://{listen} {{
+  reverse_proxy {upstream}
+}}
+""")
+    return ["caddy", "run", "--config", conf, "--adapter", "caddyfile"]
 
 
 def pids_of(p):
@@ -154,10 +198,10 @@ def ficus_config(path, listen, admin, upstream, routes, stage="canary", service=
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=int, default=10)
-    ap.add_argument("--connections", type=int, default=50)
+    ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=3, help="measure every target this many times, report medians")
     ap.add_argument("--no-build", action="store_true")
-    ap.add_argument("--only", default="", help="comma-separated keys: direct,nginx,bare,ficus-1,ficus-1000,"
+    ap.add_argument("--only", default="", help="comma-separated keys: direct,nginx,haproxy,caddy,bare,ficus-1,ficus-1000,"
                     "shadow-off,shadow-on,shadow-all,bare-ids,ficus-ids (default: all)")
     args = ap.parse_args()
     only = set(filter(None, args.only.split(",")))
@@ -170,16 +214,16 @@ def main():
     bindir = os.path.join(TARGET, PROFILE)
     check_built(bindir)
     work = tempfile.mkdtemp(prefix="ficus-bench-")
-    up, ngx, bare, f1, f1a, f1000, f1000a, svc, soff, soffa, son, sona, sall, salla, fid, fida = (
-        free_port() for _ in range(16))
+    up, ngx, hap, cad, bare, f1, f1a, f1000, f1000a, svc, soff, soffa, son, sona, sall, salla, fid, fida = (
+        free_port() for _ in range(18))
     upstream = f"127.0.0.1:{up}"
     service = f"127.0.0.1:{svc}"
     start(nginx(os.path.join(work, "upstream"),
-                f'server {{ listen {upstream}; location / {{ return 200 "hello from the upstream\\n"; }} }}'),
+                f'server {{ listen {upstream}; location / {{ return 200 "{ANSWER[:-1]}\\n"; }} }}'),
           os.path.join(work, "upstream.log"))
     # The shadowed route's service: a second nginx with the same answer, so comparisons match.
     service_proc = start(nginx(os.path.join(work, "service"),
-                               f'server {{ listen {service}; location / {{ return 200 "hello from the upstream\\n"; }} }}'),
+                               f'server {{ listen {service}; location / {{ return 200 "{ANSWER[:-1]}\\n"; }} }}'),
                          os.path.join(work, "service.log"))
     wait_http(f"http://{upstream}/")
     wait_http(f"http://{service}/")
@@ -189,6 +233,10 @@ def main():
   server {{ listen 127.0.0.1:{ngx};
     location / {{ proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection ""; }} }}"""),
                        os.path.join(work, "nginx.log")),
+        "haproxy": start(haproxy(os.path.join(work, "haproxy"), f"127.0.0.1:{hap}", upstream),
+                         os.path.join(work, "haproxy.log")),
+        "caddy": start(caddy(os.path.join(work, "caddy"), f"127.0.0.1:{cad}", upstream),
+                       os.path.join(work, "caddy.log"), env={"GOMAXPROCS": "1", "HOME": work}),
         "bare pingora": start([os.path.join(bindir, "examples", "bare"), f"127.0.0.1:{bare}", upstream, "1"],
                               os.path.join(work, "bare.log")),
     }
@@ -210,10 +258,10 @@ def main():
         admins[name] = f"http://127.0.0.1:{admin}"
         wait_http(f"http://127.0.0.1:{admin}/healthz")
     servers["bare pingora, ids sent"] = servers["bare pingora"]
-    ports = {"nginx": ngx, "bare pingora": bare, "ficus, 1 route": f1, "ficus, 1000 routes": f1000,
+    ports = {"nginx": ngx, "haproxy": hap, "caddy": cad, "bare pingora": bare, "ficus, 1 route": f1, "ficus, 1000 routes": f1000,
              "ficus, shadow off": soff, "ficus, shadow on": son, "ficus, shadow every request": sall,
              "bare pingora, ids sent": bare, "ficus, ids sent, no x-ficus-upstream": fid}
-    keys = {"direct": "direct", "nginx": "nginx", "bare pingora": "bare", "ficus, 1 route": "ficus-1",
+    keys = {"direct": "direct", "nginx": "nginx", "haproxy": "haproxy", "caddy": "caddy", "bare pingora": "bare", "ficus, 1 route": "ficus-1",
             "ficus, 1000 routes": "ficus-1000", "ficus, shadow off": "shadow-off", "ficus, shadow on": "shadow-on",
             "ficus, shadow every request": "shadow-all", "bare pingora, ids sent": "bare-ids",
             "ficus, ids sent, no x-ficus-upstream": "ficus-ids"}

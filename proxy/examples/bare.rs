@@ -1,7 +1,7 @@
 //! The benchmark's floor: the smallest useful Pingora proxy (one upstream, no routing, no
 //! metrics), built with the same profile and settings as ficus.
 //!
-//! Run with `cargo run --profile bench-proxy -p ficus-proxy --example bare -- LISTEN UPSTREAM THREADS`,
+//! Run with `cargo run --release -p ficus-proxy --example bare -- LISTEN UPSTREAM THREADS`,
 //! e.g. `... -- 127.0.0.1:8081 127.0.0.1:3000 1`, then `curl 127.0.0.1:8081/`.
 
 use async_trait::async_trait;

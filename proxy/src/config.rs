@@ -76,6 +76,7 @@ struct RawServer {
 #[serde(deny_unknown_fields)]
 struct RawProxy {
     upstream_header: Option<bool>,
+    create_ids: Option<bool>,
     force_header: Option<Spanned<bool>>,
     max_header_bytes: Option<Spanned<i64>>,
     health_interval_ms: Option<Spanned<i64>>,
@@ -318,6 +319,9 @@ pub struct ServerOptions {
 pub struct ProxyOptions {
     /// Add `x-ficus-upstream` to every response.
     pub upstream_header: bool,
+    /// Create an `x-request-id` and a W3C `traceparent` for a request that has none (malformed
+    /// ones are replaced either way).
+    pub create_ids: bool,
     /// Request heads larger than this are refused with 431.
     pub max_header_bytes: usize,
     /// Period of the active health checks.
@@ -800,6 +804,7 @@ impl Validator<'_> {
         };
         let proxy = ProxyOptions {
             upstream_header: raw.proxy.upstream_header.unwrap_or(true),
+            create_ids: raw.proxy.create_ids.unwrap_or(false),
             max_header_bytes: self.positive(
                 &raw.proxy.max_header_bytes,
                 "proxy.max_header_bytes",

@@ -1,5 +1,5 @@
-//! What the proxy does with a client connection before and around Pingora's HTTP code: the
-//! limits that protect it from slow and greedy clients, which Pingora does not have.
+//! What the proxy does with a client connection around Pingora's HTTP code: the limits that
+//! protect it from slow and greedy clients, which Pingora does not have.
 //!
 //! - **A cap on open connections per client address** (`security.max_connections_per_client`):
 //!   one more is answered 503 and closed at once. Counted from the moment Pingora hands over the
@@ -7,17 +7,21 @@
 //! - **A deadline for a whole request head** (`security.header_timeout_ms`): Pingora times
 //!   each read, so a client sending a byte a second would hold a connection forever. The clock
 //!   starts when the connection is accepted, and for later requests on a keep-alive connection
-//!   at the first byte of the head (the wait before it is the idle timeout's). The request head
-//!   is complete when the proxy's first hook runs ([`mark_head_read`]).
+//!   with the first byte of the head. The head is complete when the proxy's first hook runs
+//!   ([`mark_head_read`]); the request is over when its last hook runs ([`mark_request_done`]).
+//! - **An idle timeout between requests** (`security.idle_timeout_ms`), whatever the client's
+//!   `Keep-Alive` header asks for: closed like an orderly end of the connection.
 //! - **A raw space in a request target** is noted as it is read, since Pingora's parser
 //!   percent-encodes it before any hook could see it; the hook answers 400.
 //!
 //! How: [`Guard`] is the application Pingora's listening service runs. It wraps each accepted
-//! stream in a [`GuardedStream`] (the deadline's clock and the request-line check, and the
-//! connection's slot in the per-address count, released on drop), and runs Pingora's HTTP
-//! handling on it through [`HttpGuard`], which sees each request on the connection start.
+//! stream in a [`GuardedStream`] (the clocks, the request-line check, and the connection's slot
+//! in the per-address count, released on drop) and hands it to Pingora's HTTP handling. The
+//! stream keeps one timer for its life, moved rather than re-created: on a busy keep-alive
+//! connection the per-request cost is a clock read and a few comparisons.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -26,8 +30,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use pingora::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream, ServerApp};
-use pingora::protocols::http::ServerSession;
+use pingora::apps::{HttpServerApp, ServerApp};
 use pingora::protocols::{
     ALPN, GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream, TimingDigest,
     UniqueID, UniqueIDType,
@@ -80,32 +83,47 @@ impl Drop for Slot {
     }
 }
 
-// Phases of a connection, as the head deadline sees it.
-/// Waiting for (the rest of) a request head: the deadline runs.
+// Phases of a connection, as its clocks see it.
+/// Waiting for (the rest of) a request head: the head's deadline runs.
 const HEAD: u8 = 0;
-/// Between requests on a keep-alive connection: the deadline starts at the next byte.
+/// Between requests on a keep-alive connection: the idle timeout runs; the next byte starts a
+/// head.
 const IDLE: u8 = 1;
-/// The head was read: body and response, no deadline.
+/// The head was read: body and response, no clock of ours.
 const BODY: u8 = 2;
 
-/// A client connection with the head deadline and the request-line check (see the module's
-/// docs). Everything else is the stream it wraps.
+/// The limits a connection was accepted under.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    header_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+/// A client connection with the head deadline, the idle timeout and the request-line check
+/// (see the module's docs). Everything else is the stream it wraps.
 pub struct GuardedStream {
     inner: Stream,
     _slot: Option<Slot>,
     /// [`HEAD`], [`IDLE`] or [`BODY`]; set by the hooks through a shared reference.
     phase: AtomicU8,
-    header_timeout: Duration,
-    /// When the current head must be complete (in phase [`HEAD`]).
-    deadline: tokio::time::Instant,
+    /// The phase the last read saw, to notice what the hooks changed.
+    seen: u8,
+    limits: Limits,
+    /// When the current wait ends: the head's deadline, or the end of the idle timeout; `None`
+    /// until the first read of this phase that has to wait (the clock is read only then).
+    deadline: Option<tokio::time::Instant>,
+    /// The one timer of the connection, moved to each new deadline.
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The waker the timer was last polled with, while it is set and has not fired: polling it
+    /// again with the same waker would change nothing.
+    timer_armed: Option<std::task::Waker>,
     /// The request line being read; `None` once its end was seen.
     line: Option<LineCheck>,
     /// A request line with a raw space (or a control byte) in its target was read.
     bad_line: AtomicBool,
-    /// An HTTP/2 connection: no head deadline, no request lines.
+    /// An HTTP/2 connection: no clocks of ours (HTTP/2 has its own), no request lines.
     h2: bool,
-    /// Counts the connections closed by the deadline.
+    /// Counts the connections closed by the head deadline.
     timeouts: prometheus::IntCounter,
 }
 
@@ -131,12 +149,14 @@ const fn packed(bytes: &[u8]) -> u128 {
 }
 
 impl LineCheck {
-    /// Takes in the line's bytes up to (not including) its `\n`.
+    /// Takes in the line's bytes up to (not including) its `\n`. Whole-slice counts rather
+    /// than a loop per byte: they compile to vector code.
     fn take(&mut self, bytes: &[u8]) {
-        for &b in bytes.iter().filter(|&&b| b != b'\r') {
-            self.len += 1;
-            self.spaces += usize::from(b == b' ');
-            self.control |= b < 0x20 || b == 0x7f;
+        let returns = bytes.iter().filter(|&&b| b == b'\r').count();
+        self.len += bytes.len() - returns;
+        self.spaces += bytes.iter().filter(|&&b| b == b' ').count();
+        self.control |= bytes.iter().fold(false, |c, &b| c | ((b < 0x20 && b != b'\r') | (b == 0x7f)));
+        for &b in bytes[bytes.len().saturating_sub(16)..].iter().filter(|&&b| b != b'\r') {
             self.tail = (self.tail << 8) | u128::from(b);
         }
     }
@@ -179,21 +199,19 @@ impl std::fmt::Debug for GuardedStream {
 }
 
 impl GuardedStream {
-    fn new(
-        inner: Stream,
-        slot: Option<Slot>,
-        header_timeout: Duration,
-        timeouts: prometheus::IntCounter,
-    ) -> GuardedStream {
-        // HTTP/2 multiplexes requests over frames; its heads have no such deadline here.
+    fn new(inner: Stream, slot: Option<Slot>, limits: Limits, timeouts: prometheus::IntCounter) -> GuardedStream {
         let h2 = matches!(inner.selected_alpn_proto(), Some(ALPN::H2));
+        let phase = if h2 { BODY } else { HEAD };
         GuardedStream {
             inner,
             _slot: slot,
-            phase: AtomicU8::new(if h2 { BODY } else { HEAD }),
-            header_timeout,
-            deadline: tokio::time::Instant::now() + header_timeout,
+            phase: AtomicU8::new(phase),
+            seen: phase,
+            limits,
+            // The first head's clock runs from the connection's start.
+            deadline: (!h2).then(|| tokio::time::Instant::now() + limits.header_timeout),
             timer: None,
+            timer_armed: None,
             line: (!h2).then(LineCheck::default),
             bad_line: AtomicBool::new(false),
             h2,
@@ -208,10 +226,36 @@ impl GuardedStream {
         }
     }
 
-    /// A new request starts on this connection (keep-alive): the next byte starts the clock.
-    fn next_request(&self) {
-        if !self.h2 && self.phase.load(Ordering::Relaxed) == BODY {
-            self.phase.store(IDLE, Ordering::Relaxed);
+    /// Waits for the current deadline (set now when not yet set: `after` from now). `Ready` when
+    /// it has passed.
+    ///
+    /// The timer is not moved for every wait: one set earlier than this wait's deadline is left
+    /// to fire, and moved on then. A busy keep-alive connection, whose every idle wait ends a
+    /// little later than the one before, so moves it about once per timeout, not per request.
+    fn wait(&mut self, cx: &mut Context<'_>, after: Duration) -> Poll<()> {
+        let deadline = *self.deadline.get_or_insert_with(|| tokio::time::Instant::now() + after);
+        let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() > deadline {
+            timer.as_mut().reset(deadline);
+            self.timer_armed = None;
+        }
+        // A timer already polled with this waker and not yet fired will wake it: nothing to do.
+        if self.timer_armed.as_ref().is_some_and(|w| w.will_wake(cx.waker())) && !timer.is_elapsed() {
+            return Poll::Pending;
+        }
+        loop {
+            match timer.as_mut().poll(cx) {
+                Poll::Pending => {
+                    self.timer_armed = Some(cx.waker().clone());
+                    return Poll::Pending;
+                }
+                Poll::Ready(()) if timer.deadline() >= deadline => {
+                    self.timer_armed = None;
+                    return Poll::Ready(());
+                }
+                // It fired for an earlier wait: on to this one's deadline.
+                Poll::Ready(()) => timer.as_mut().reset(deadline),
+            }
         }
     }
 }
@@ -219,11 +263,27 @@ impl GuardedStream {
 /// The proxy's first hook calls this when the request head has been read: stops the head's
 /// clock, and says whether its request line held a raw space (then the answer is 400).
 pub fn mark_head_read(session: &pingora::proxy::Session) -> HeadCheck {
-    let Some(g) = session.as_ref().stream().and_then(|s| s.as_any().downcast_ref::<GuardedStream>()) else {
-        return HeadCheck::Clean;
-    };
+    let Some(g) = guarded(session) else { return HeadCheck::Clean };
     g.phase.store(BODY, Ordering::Relaxed);
     if g.bad_line.swap(false, Ordering::Relaxed) { HeadCheck::RawSpaceInTarget } else { HeadCheck::Clean }
+}
+
+/// The proxy's last hook calls this when a request is over: the wait for the next one is idle
+/// time, and its first byte starts the next head's clock. A request whose body was not read to
+/// its end leaves the connection as it is (what follows may still be body bytes).
+pub fn mark_request_done(session: &mut pingora::proxy::Session) {
+    if !session.as_downstream_mut().is_body_done() {
+        return;
+    }
+    if let Some(g) = guarded(session)
+        && !g.h2
+    {
+        g.phase.store(IDLE, Ordering::Relaxed);
+    }
+}
+
+fn guarded(session: &pingora::proxy::Session) -> Option<&GuardedStream> {
+    session.as_downstream().stream().and_then(|s| s.as_any().downcast_ref::<GuardedStream>())
 }
 
 /// What [`mark_head_read`] found in the request line.
@@ -238,50 +298,54 @@ pub enum HeadCheck {
 impl AsyncRead for GuardedStream {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let this = &mut *self;
-        let phase = this.phase.load(Ordering::Relaxed);
+        let mut phase = this.phase.load(Ordering::Relaxed);
+        if phase != this.seen {
+            // A hook moved the connection on: the next wait gets a deadline of its own.
+            this.seen = phase;
+            this.deadline = None;
+        }
         if phase == BODY {
             return Pin::new(&mut this.inner).poll_read(cx, buf);
         }
         let before = buf.filled().len();
-        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
-        match polled {
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 let read = &buf.filled()[before..];
                 if phase == IDLE && !read.is_empty() {
-                    // The first byte of the next head: its clock starts now, and its request
-                    // line is checked (the reads in between were bodies).
+                    // The first byte of the next head: its clock starts at the first wait, and
+                    // its request line is checked (the reads in between were bodies).
+                    phase = HEAD;
                     this.phase.store(HEAD, Ordering::Relaxed);
-                    this.deadline = tokio::time::Instant::now() + this.header_timeout;
-                    this.timer = None;
+                    this.seen = HEAD;
+                    this.deadline = None;
                     this.line = Some(LineCheck::default());
                 }
-                this.check_line(read);
+                if phase == HEAD {
+                    this.check_line(read);
+                }
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending if phase == IDLE => Poll::Pending,
             Poll::Pending => {
-                let deadline = this.deadline;
-                let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-                match timer.as_mut().poll(cx) {
+                let after = if phase == HEAD { this.limits.header_timeout } else { this.limits.idle_timeout };
+                match this.wait(cx, after) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(()) if phase == IDLE => {
+                        // Idle too long: the connection ends as if the client had closed it.
+                        Poll::Ready(Ok(()))
+                    }
                     Poll::Ready(()) => {
                         this.timeouts.inc();
-                        // Once: the connection is closed after this error.
-                        this.deadline = tokio::time::Instant::now() + this.header_timeout;
-                        this.timer = None;
                         Poll::Ready(Err(std::io::Error::new(
                             std::io::ErrorKind::TimedOut,
                             "the request head was not complete within security.header_timeout_ms",
                         )))
                     }
-                    Poll::Pending => Poll::Pending,
                 }
             }
         }
     }
 }
-
-use std::future::Future;
 
 impl AsyncWrite for GuardedStream {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
@@ -369,58 +433,18 @@ impl Peek for GuardedStream {
     }
 }
 
-/// Pingora's HTTP handling, told when each request on a connection starts.
-pub struct HttpGuard<A> {
+/// The application Pingora's listening service runs for each accepted connection: the
+/// per-address cap, then Pingora's HTTP handling on a [`GuardedStream`].
+pub struct Guard<A> {
     http: Arc<A>,
     shared: Arc<Shared>,
-}
-
-#[async_trait]
-impl<A: HttpServerApp + Send + Sync + 'static> HttpServerApp for HttpGuard<A> {
-    async fn process_new_http(
-        self: &Arc<Self>,
-        mut session: ServerSession,
-        shutdown: &ShutdownWatch,
-    ) -> Option<ReusedHttpStream> {
-        if let Some(g) = session.stream().and_then(|s| s.as_any().downcast_ref::<GuardedStream>()) {
-            g.next_request();
-        }
-        // Pingora waits forever for the next request on an HTTP/1.1 keep-alive connection:
-        // the idle timeout bounds that wait (and the reads of the head that follows).
-        if !*shutdown.borrow() && session.get_keepalive().is_some() {
-            session.set_keepalive(Some(self.shared.guard().config.security.idle_timeout.as_secs()));
-        }
-        self.http.process_new_http(session, shutdown).await
-    }
-
-    fn h2_options(&self) -> Option<pingora::protocols::http::v2::server::H2Options> {
-        self.http.h2_options()
-    }
-
-    fn server_options(&self) -> Option<&HttpServerOptions> {
-        self.http.server_options()
-    }
-
-    async fn http_cleanup(&self) {
-        self.http.http_cleanup().await;
-    }
-}
-
-/// The application Pingora's listening service runs for each accepted connection.
-pub struct Guard<A> {
-    http: Arc<HttpGuard<A>>,
     counts: Arc<ClientCounts>,
 }
 
 impl<A> Guard<A> {
     /// Guards `http` (Pingora's HTTP proxy) with the limits of `shared`'s live config.
     pub fn new(http: A, shared: Arc<Shared>) -> Guard<A> {
-        Guard { http: Arc::new(HttpGuard { http: Arc::new(http), shared }), counts: Arc::default() }
-    }
-
-    /// The per-address connection counts (for tests and metrics).
-    pub fn counts(&self) -> Arc<ClientCounts> {
-        self.counts.clone()
+        Guard { http: Arc::new(http), shared, counts: Arc::default() }
     }
 }
 
@@ -431,16 +455,17 @@ content-length: 43\r\nretry-after: 1\r\nconnection: close\r\n\r\ntoo many open c
 #[async_trait]
 impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Guard<A> {
     async fn process_new(self: &Arc<Self>, mut stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
-        let (max, header_timeout) = {
-            let rt = self.http.shared.guard();
-            (rt.config.security.max_connections_per_client, rt.config.security.header_timeout)
+        let (max, limits) = {
+            let rt = self.shared.guard();
+            let s = &rt.config.security;
+            (s.max_connections_per_client, Limits { header_timeout: s.header_timeout, idle_timeout: s.idle_timeout })
         };
         let ip = stream.get_socket_digest().and_then(|d| d.peer_addr().and_then(|a| a.as_inet().map(|a| a.ip())));
         let slot = match ip {
             Some(ip) => match self.counts.acquire(ip, max) {
                 Some(slot) => Some(slot),
                 None => {
-                    self.http.shared.metrics.connections_closed.with_label_values(&["too_many_from_client"]).inc();
+                    self.shared.metrics.connections_closed.with_label_values(&["too_many_from_client"]).inc();
                     tracing::warn!(client = %ip, max, "connection refused: too many open connections from this address");
                     if !matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
                         let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(TOO_MANY)).await;
@@ -452,8 +477,8 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Guard<A> {
             },
             None => None,
         };
-        let timeouts = self.http.shared.metrics.connections_closed.with_label_values(&["header_timeout"]);
-        let guarded: Stream = Box::new(GuardedStream::new(stream, slot, header_timeout, timeouts));
+        let timeouts = self.shared.metrics.connections_closed.with_label_values(&["header_timeout"]);
+        let guarded: Stream = Box::new(GuardedStream::new(stream, slot, limits, timeouts));
         ServerApp::process_new(&self.http, guarded, shutdown).await
     }
 

@@ -105,10 +105,59 @@ impl Hasher for StableHasher {
     }
 }
 
+/// A node's literal children. Most nodes have a handful, which a comparison of each finds faster
+/// than hashing the segment; a node with many (a version or tenant segment) hashes.
+#[derive(Debug)]
+enum Children {
+    Few(Vec<(Box<str>, Node)>),
+    Many(std::collections::HashMap<Box<str>, Node, BuildHasherDefault<StableHasher>>),
+}
+
+impl Default for Children {
+    fn default() -> Children {
+        Children::Few(Vec::new())
+    }
+}
+
+impl Children {
+    /// Above this many children, a node hashes.
+    const FEW: usize = 8;
+
+    fn get(&self, segment: &str) -> Option<&Node> {
+        match self {
+            Children::Few(v) => v.iter().find(|(s, _)| **s == *segment).map(|(_, n)| n),
+            Children::Many(m) => m.get(segment),
+        }
+    }
+
+    /// The child for `segment`, created when new.
+    fn entry(&mut self, segment: &str) -> &mut Node {
+        if let Children::Few(v) = self
+            && v.len() >= Self::FEW
+            && !v.iter().any(|(s, _)| **s == *segment)
+        {
+            *self = Children::Many(std::mem::take(v).into_iter().collect());
+        }
+        match self {
+            Children::Few(v) => {
+                let i = match v.iter().position(|(s, _)| **s == *segment) {
+                    Some(i) => i,
+                    None => {
+                        v.push((segment.into(), Node::default()));
+                        v.len() - 1
+                    }
+                };
+                &mut v[i].1
+            }
+            Children::Many(m) => m.entry(segment.into()).or_default(),
+        }
+    }
+}
+
 /// One node of the segment trie.
 #[derive(Debug, Default)]
 struct Node {
-    statics: std::collections::HashMap<Box<str>, Node, BuildHasherDefault<StableHasher>>,
+    statics: Children,
     param: Option<Box<Node>>,
     catch_all: Option<usize>,
     end: Option<usize>,
@@ -121,7 +170,7 @@ impl Node {
             None => &mut self.end,
             Some((Segment::CatchAll, _)) => &mut self.catch_all,
             Some((Segment::Param, rest)) => self.param.get_or_insert_with(Default::default).group_slot(rest),
-            Some((Segment::Static(s), rest)) => self.statics.entry(s.as_str().into()).or_default().group_slot(rest),
+            Some((Segment::Static(s), rest)) => self.statics.entry(s).group_slot(rest),
         }
     }
 
@@ -131,8 +180,9 @@ impl Node {
         let Some(r) = rest else {
             return self.end.is_some_and(&mut *f);
         };
-        let (segment, next) = match r.split_once('/') {
-            Some((s, n)) => (s, Some(n)),
+        // A plain byte loop: segments are short, and `split_once` sets up a memchr search.
+        let (segment, next) = match r.bytes().position(|b| b == b'/') {
+            Some(i) => (&r[..i], Some(&r[i + 1..])),
             None => (r, None),
         };
         if let Some(child) = self.statics.get(segment)

@@ -26,10 +26,6 @@ use crate::state::{Runtime, Shared};
 pub const UPSTREAM_HEADER: &str = "x-ficus-upstream";
 const REQUEST_ID: &str = "x-request-id";
 const TRACEPARENT: &str = "traceparent";
-// The same names for lookups, parsed once rather than on every request.
-static REQUEST_ID_NAME: HeaderName = HeaderName::from_static(REQUEST_ID);
-static TRACEPARENT_NAME: HeaderName = HeaderName::from_static(TRACEPARENT);
-static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
 /// The strangler-fig proxy logic handed to Pingora.
 pub struct FicusProxy {
@@ -58,7 +54,8 @@ pub struct Ctx {
     /// (upstream, endpoint) of the current attempt.
     serving: Option<(usize, usize)>,
     tries: usize,
-    generated_request_id: Option<HeaderValue>,
+    /// What the upstream request gets on top of the client's (see [`Forward`]).
+    forward: Forward,
     /// A shadowed request: its copy and the monolith's answer, captured as they stream.
     shadow: Option<Box<Capture>>,
 }
@@ -256,16 +253,15 @@ impl FicusProxy {
         // Requests sent back to back on one connection are answered in order (RFC 9112 §9.3.2),
         // not dropped after the first.
         session.set_pipelining_enabled(true);
-        let max = rt.config.proxy.max_header_bytes;
         ctx.rt = Some(rt);
+        let Some(rt) = ctx.rt.as_ref() else { return Ok(None) };
         let req = session.req_header();
-        let head_size: usize =
-            req.uri.path().len() + req.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum::<usize>();
-        if head_size > max {
+        let scan = HeadScan::of(req);
+        if scan.size > rt.config.proxy.max_header_bytes {
             return Ok(Some((431, "request header fields too large".into())));
         }
         // HTTP/1.1 requires Host (RFC 9112 §3.2): without it the request is ambiguous.
-        if req.version == http::Version::HTTP_11 && !req.headers.contains_key(http::header::HOST) {
+        if req.version == http::Version::HTTP_11 && scan.host.is_none() {
             return Ok(Some((400, "an HTTP/1.1 request must have a Host header".into())));
         }
         // Route on the target as received: the parsed URI may have replaced bytes it could not hold.
@@ -302,33 +298,21 @@ impl FicusProxy {
                 session.req_header_mut().insert_header(http::header::HOST, host)?;
             }
         }
-        let Some(rt) = ctx.rt.as_ref() else { return Ok(None) };
         let req = session.req_header();
         let client_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
         let head = RequestHead { method: &req.method, path: req.uri.path(), headers: &req.headers, client_ip };
         let decision = select(&rt.table, &head);
-        let idempotent = matches!(req.method, Method::GET | Method::HEAD) || req.headers.contains_key(&IDEMPOTENCY_KEY);
+        let idempotent = matches!(req.method, Method::GET | Method::HEAD) || scan.idempotency_key;
         ctx.can_fall_back = decision.fallback.is_some() && decision.target == Target::Service && idempotent;
         let needs_buffer = ctx.can_fall_back && !matches!(req.method, Method::GET | Method::HEAD);
-        // A client's ids are passed on only when well formed; others are replaced.
-        let has_request_id = req.headers.get(&REQUEST_ID_NAME).is_some_and(|v| valid_request_id(v.as_bytes()));
-        let has_traceparent = req.headers.get(&TRACEPARENT_NAME).is_some_and(|v| valid_traceparent(v.as_bytes()));
         ctx.decision = Some(decision);
         if needs_buffer {
             session.as_downstream_mut().enable_retry_buffering();
         }
-        if !has_request_id || !has_traceparent {
-            let ids = NewIds::generate();
-            if !has_request_id {
-                session.req_header_mut().insert_header(REQUEST_ID, ids.request_id.clone())?;
-                ctx.generated_request_id = Some(ids.request_id);
-            }
-            if !has_traceparent {
-                session.req_header_mut().insert_header(TRACEPARENT, ids.traceparent)?;
-            }
-        }
+        // What the upstream request gets, decided once; each attempt's copy of the request gets
+        // it in `upstream_request_filter`.
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        forwarding(session.req_header_mut(), client_ip, tls, &rt.config.security.trusted_proxies)?;
+        ctx.forward = Forward::decide(&scan, session.req_header(), client_ip, tls, rt);
         if let Some(r) = decision.route
             && decision.target == Target::Monolith
             && rt.config.routes[r].stage == Stage::Shadow
@@ -346,7 +330,7 @@ impl FicusProxy {
                     shadow,
                     method: req.method.clone(),
                     path_and_query: req.uri.path_and_query().map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
-                    headers: req.headers.clone(),
+                    headers: ctx.forward.applied_to(&req.headers),
                     request_body: BytesMut::new(),
                     status: None,
                     response_headers: Vec::new(),
@@ -396,62 +380,183 @@ static REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 /// The prefix of the proxy's own headers, which a client may not send on to an upstream.
 const OWN_PREFIX: &str = "x-ficus-";
 
-/// The forwarding headers an upstream gets. The proxy's own `x-ficus-*` headers are
-/// removed (the force header has been read by then). A client in `trusted` (a proxy in
-/// front of this one) keeps what it sent, and its address is appended to
-/// `X-Forwarded-For`; anyone else's `X-Forwarded-For`, `Forwarded` and `X-Real-IP` are
-/// dropped and replaced by what this proxy saw. `X-Forwarded-Proto` (`https` when the client
-/// came over TLS) and `X-Forwarded-Host` are set when not kept.
-fn forwarding(
-    req: &mut pingora::http::RequestHeader,
-    client: Option<std::net::IpAddr>,
-    tls: bool,
-    trusted: &[crate::config::IpNet],
-) -> Result<()> {
-    // Names as &'static str: Pingora stores them without copying (a HeaderName is re-titled).
-    const FOR: &str = "X-Forwarded-For";
-    const PROTO: &str = "X-Forwarded-Proto";
-    const HOST: &str = "X-Forwarded-Host";
-    if req.headers.keys().any(|k| k.as_str().starts_with(OWN_PREFIX)) {
-        let own: Vec<HeaderName> = req.headers.keys().filter(|k| k.as_str().starts_with(OWN_PREFIX)).cloned().collect();
-        for k in &own {
-            req.remove_header(k);
+/// What an upstream request gets on top of what the client sent, decided once per request in
+/// `request_filter` and applied to each attempt's copy of the request (Pingora clones the
+/// client's request for every attempt, so the client's own header map is left as it came):
+///
+/// - the proxy's own `x-ficus-*` headers are removed (the force header has been read by then);
+/// - a client in `[security] trusted_proxies` (a proxy in front of this one) keeps its
+///   forwarding headers, and its address is appended to `X-Forwarded-For`; anyone else's
+///   `X-Forwarded-For`, `Forwarded` and `X-Real-IP` are dropped and replaced by what this proxy
+///   saw; `X-Forwarded-Proto` (`https` when the client came over TLS) and `X-Forwarded-Host`
+///   are set when not kept;
+/// - a malformed `x-request-id` or `traceparent` is replaced, a missing one created when
+///   `create_ids` is on.
+#[derive(Debug, Default)]
+struct Forward {
+    /// Remove the client's `x-ficus-*` headers.
+    strip_own: bool,
+    /// Remove the client's forwarding headers (an untrusted client that sent some).
+    strip_forwarding: bool,
+    /// `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Host`, when set here.
+    forwarded_for: Option<HeaderValue>,
+    forwarded_proto: Option<HeaderValue>,
+    forwarded_host: Option<HeaderValue>,
+    /// Ids made here (the request id is echoed to the client too).
+    request_id: Option<HeaderValue>,
+    traceparent: Option<HeaderValue>,
+}
+
+// Names as &'static str for Pingora's insert: it keeps them as they are written on the wire.
+const FOR: &str = "X-Forwarded-For";
+const PROTO: &str = "X-Forwarded-Proto";
+const HOST: &str = "X-Forwarded-Host";
+
+impl Forward {
+    fn decide(
+        scan: &HeadScan,
+        req: &pingora::http::RequestHeader,
+        client: Option<std::net::IpAddr>,
+        tls: bool,
+        rt: &Runtime,
+    ) -> Forward {
+        let trusted = client.is_some_and(|ip| rt.config.security.trusted_proxies.iter().any(|n| n.contains(ip)));
+        let forwarded_for = if trusted {
+            let before = req.headers.get(&FORWARDED_FOR).and_then(|v| v.to_str().ok()).filter(|v| !v.trim().is_empty());
+            match (before, client) {
+                (Some(b), Some(ip)) => HeaderValue::try_from(format!("{b}, {ip}")).ok(),
+                (None, Some(ip)) => Some(ip_value(ip)),
+                (_, None) => None,
+            }
+        } else {
+            client.map(ip_value)
+        };
+        let keeps = |present: bool| trusted && present;
+        let create = rt.config.proxy.create_ids;
+        let new_request_id = scan.request_id == Id::Invalid || (create && scan.request_id == Id::Absent);
+        let new_traceparent = scan.traceparent == Id::Invalid || (create && scan.traceparent == Id::Absent);
+        let ids = (new_request_id || new_traceparent).then(NewIds::generate);
+        Forward {
+            strip_own: scan.own_headers,
+            strip_forwarding: !trusted && scan.forwarding,
+            forwarded_for,
+            forwarded_proto: (!keeps(scan.forwarded_proto))
+                .then(|| HeaderValue::from_static(if tls { "https" } else { "http" })),
+            forwarded_host: if keeps(scan.forwarded_host) { None } else { scan.host.clone() },
+            request_id: ids.as_ref().filter(|_| new_request_id).map(|i| i.request_id.clone()),
+            traceparent: ids.filter(|_| new_traceparent).map(|i| i.traceparent),
         }
     }
-    let trusted = client.is_some_and(|ip| trusted.iter().any(|n| n.contains(ip)));
-    if trusted {
-        let before = req.headers.get(&FORWARDED_FOR).and_then(|v| v.to_str().ok()).filter(|v| !v.trim().is_empty());
-        let chain = match (before, client) {
-            (Some(b), Some(ip)) => Some(format!("{b}, {ip}")),
-            (None, Some(ip)) => Some(ip.to_string()),
-            (_, None) => None,
-        };
-        if let Some(c) = chain {
-            req.insert_header(FOR, c)?;
+
+    /// The headers this adds, with the names they are written with.
+    fn added(&self) -> impl Iterator<Item = (&'static str, &HeaderValue)> {
+        [
+            (FOR, &self.forwarded_for),
+            (PROTO, &self.forwarded_proto),
+            (HOST, &self.forwarded_host),
+            (REQUEST_ID, &self.request_id),
+            (TRACEPARENT, &self.traceparent),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| value.as_ref().map(|v| (name, v)))
+    }
+
+    /// Applies it to the copy of the request an upstream gets.
+    fn apply(&self, req: &mut pingora::http::RequestHeader) -> Result<()> {
+        if self.strip_own {
+            let own: Vec<HeaderName> =
+                req.headers.keys().filter(|k| k.as_str().starts_with(OWN_PREFIX)).cloned().collect();
+            for k in &own {
+                req.remove_header(k);
+            }
         }
-    } else {
-        // Removal costs a lookup in two maps: only for what is there.
-        for name in [&FORWARDED, &REAL_IP, &FORWARDED_PROTO, &FORWARDED_HOST] {
-            if req.headers.contains_key(name) {
+        if self.strip_forwarding {
+            for name in [&FORWARDED, &REAL_IP, &FORWARDED_PROTO, &FORWARDED_HOST, &FORWARDED_FOR] {
                 req.remove_header(name);
             }
         }
-        match client {
-            Some(ip) => req.insert_header(FOR, ip_value(ip))?,
-            None => {
-                req.remove_header(&FORWARDED_FOR);
+        for (name, value) in self.added() {
+            req.insert_header(name, value.clone())?;
+        }
+        Ok(())
+    }
+
+    /// The client's headers as the upstream gets them (for a shadow copy).
+    fn applied_to(&self, headers: &http::HeaderMap) -> http::HeaderMap {
+        let mut out = headers.clone();
+        if self.strip_own {
+            let own: Vec<HeaderName> = out.keys().filter(|k| k.as_str().starts_with(OWN_PREFIX)).cloned().collect();
+            for k in &own {
+                out.remove(k);
             }
         }
+        if self.strip_forwarding {
+            for name in [&FORWARDED, &REAL_IP, &FORWARDED_PROTO, &FORWARDED_HOST, &FORWARDED_FOR] {
+                out.remove(name);
+            }
+        }
+        for (name, value) in self.added() {
+            if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
+                out.insert(name, value.clone());
+            }
+        }
+        out
     }
-    if !req.headers.contains_key(&FORWARDED_PROTO) {
-        req.insert_header(PROTO, HeaderValue::from_static(if tls { "https" } else { "http" }))?;
+}
+
+/// Whether a request carries an id header, and in what shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Id {
+    #[default]
+    Absent,
+    Valid,
+    Invalid,
+}
+
+/// What one pass over a request's headers tells the hooks: every question is answered at once,
+/// instead of a lookup per question.
+#[derive(Debug, Default)]
+struct HeadScan {
+    /// The head's size as counted against `max_header_bytes` (path, names, values).
+    size: usize,
+    /// The Host header (kept for `X-Forwarded-Host`).
+    host: Option<HeaderValue>,
+    idempotency_key: bool,
+    /// An `x-ficus-*` header, which no upstream may get from a client.
+    own_headers: bool,
+    /// A forwarding header (`Forwarded`, `X-Real-IP`, `X-Forwarded-*`).
+    forwarding: bool,
+    forwarded_proto: bool,
+    forwarded_host: bool,
+    request_id: Id,
+    traceparent: Id,
+}
+
+impl HeadScan {
+    fn of(req: &pingora::http::RequestHeader) -> HeadScan {
+        let mut scan = HeadScan { size: req.uri.path().len(), ..HeadScan::default() };
+        let id = |valid: bool| if valid { Id::Valid } else { Id::Invalid };
+        for (name, value) in &req.headers {
+            let name = name.as_str();
+            scan.size += name.len() + value.len() + 4;
+            match name {
+                "host" => scan.host = Some(value.clone()),
+                "idempotency-key" => scan.idempotency_key = true,
+                REQUEST_ID => {
+                    scan.request_id = id(scan.request_id != Id::Invalid && valid_request_id(value.as_bytes()))
+                }
+                TRACEPARENT => {
+                    scan.traceparent = id(scan.traceparent != Id::Invalid && valid_traceparent(value.as_bytes()))
+                }
+                "x-forwarded-proto" => (scan.forwarding, scan.forwarded_proto) = (true, true),
+                "x-forwarded-host" => (scan.forwarding, scan.forwarded_host) = (true, true),
+                "forwarded" | "x-real-ip" | "x-forwarded-for" => scan.forwarding = true,
+                _ if name.starts_with(OWN_PREFIX) => scan.own_headers = true,
+                _ => {}
+            }
+        }
+        scan
     }
-    if !req.headers.contains_key(&FORWARDED_HOST)
-        && let Some(host) = req.headers.get(http::header::HOST).cloned()
-    {
-        req.insert_header(HOST, host)?;
-    }
-    Ok(())
 }
 
 /// A client address as a header value; an IPv4 address is written without the formatter.
@@ -497,7 +602,7 @@ impl ProxyHttp for FicusProxy {
             answered: false,
             serving: None,
             tries: 0,
-            generated_request_id: None,
+            forward: Forward::default(),
             shadow: None,
         }
     }
@@ -510,6 +615,15 @@ impl ProxyHttp for FicusProxy {
                 Ok(true)
             }
         }
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut pingora::http::RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        ctx.forward.apply(upstream_request)
     }
 
     async fn request_body_filter(
@@ -659,7 +773,7 @@ impl ProxyHttp for FicusProxy {
         {
             resp.insert_header(UPSTREAM_HEADER, rt.pools[upstream].header_value.clone())?;
         }
-        if let Some(id) = &ctx.generated_request_id {
+        if let Some(id) = &ctx.forward.request_id {
             resp.insert_header(REQUEST_ID, id.clone())?;
         }
         if let (Some(c), Some(rt)) = (ctx.shadow.as_deref_mut(), &ctx.rt) {
@@ -679,6 +793,7 @@ impl ProxyHttp for FicusProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        crate::conn::mark_request_done(session);
         let Some(rt) = &ctx.rt else { return };
         let status = session.response_written().map(|r| r.status.as_u16()).or_else(|| e.map(class_code)).unwrap_or(0);
         if status == 0 {

@@ -352,6 +352,7 @@ mod tests {
         };
         let options = ProxyOptions {
             upstream_header: true,
+            create_ids: false,
             max_header_bytes: 1024,
             health_interval: Duration::from_secs(1),
             breaker_failures: 2,

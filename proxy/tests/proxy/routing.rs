@@ -142,10 +142,23 @@ async fn a_force_token_variable_that_is_not_set_stops_the_start() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn request_ids_and_traceparent_are_passed_on_or_created() {
+async fn request_ids_and_traceparent_are_passed_on_and_created_only_when_asked() {
     let mono = Upstream::start("monolith").await;
     let svc = Upstream::start("catalog").await;
-    let p = TestProxy::start(&config_text(&[("monolith", mono.addr), ("catalog", svc.addr)], CANARY)).await;
+    let ups = [("monolith", mono.addr), ("catalog", svc.addr)];
+    // By default nothing is created: a request without ids reaches the upstream without them.
+    let p = TestProxy::start(&config_text(&ups, CANARY)).await;
+    let resp = p.client.get(format!("{}/anything", p.base)).send().await.unwrap();
+    assert!(resp.headers().get("x-request-id").is_none());
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!((body["x-request-id"].as_str(), body["traceparent"].as_str()), (None, None), "{body}");
+    let given = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let r = p.get("/anything", &[("x-request-id", "abc-123"), ("traceparent", given)]).await;
+    assert_eq!((r.2["x-request-id"].as_str(), r.2["traceparent"].as_str()), (Some("abc-123"), Some(given)));
+    drop(p);
+
+    // With create_ids, every request without them gets a new pair.
+    let p = TestProxy::start(&config_text(&ups, CANARY).replace("[proxy]\n", "[proxy]\ncreate_ids = true\n")).await;
     let resp = p.client.get(format!("{}/anything", p.base)).send().await.unwrap();
     let echoed = resp.headers().get("x-request-id").unwrap().to_str().unwrap().to_owned();
     let body: serde_json::Value = resp.json().await.unwrap();
@@ -155,9 +168,6 @@ async fn request_ids_and_traceparent_are_passed_on_or_created() {
     assert_eq!(&tp[3..35], echoed, "a created request id is the created trace id");
     let again = p.client.get(format!("{}/anything", p.base)).send().await.unwrap();
     assert_ne!(again.headers()["x-request-id"].to_str().unwrap(), echoed, "every request gets a new id");
-
-    let given = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let r = p.get("/anything", &[("x-request-id", "abc-123"), ("traceparent", given)]).await;
-    assert_eq!(r.2["x-request-id"], "abc-123");
-    assert_eq!(r.2["traceparent"], given);
+    assert_eq!((r.2["x-request-id"].as_str(), r.2["traceparent"].as_str()), (Some("abc-123"), Some(given)));
 }
