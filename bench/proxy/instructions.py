@@ -115,7 +115,7 @@ def main():
         print(f"| {name} | {v:.0f} |")
     print()
     bare, ids = results["bare pingora"], results["bare pingora, ids sent"]
-    print(f"bare pingora / ficus 1000 routes:  {bare / results['ficus, 1000 routes']:.3f} (the target is >= 0.95 in req/s)")
+    print(f"bare pingora / ficus 1000 routes:  {bare / results['ficus, 1000 routes']:.3f} (target >= 0.95)")
     print(f"bare pingora / ficus 1 route:      {bare / results['ficus, 1 route']:.3f}")
     print(f"same headers on the wire, bare / ficus: {ids / results['ficus, ids sent, no x-ficus-upstream']:.3f}")
     print(f"what bare pingora pays to forward the two ids: {ids - bare:+.0f} instructions per request")
