@@ -230,7 +230,8 @@ fn short(v: &serde_json::Value) -> String {
 mod tests {
     use ficus_proxy::Progress;
     use ficus_proxy::audit::{Entry, Position};
-    use ficus_proxy::shadow::{DiffReport, Difference, Sample};
+    use ficus_proxy::policy::diff::Difference;
+    use ficus_proxy::shadow::{DiffReport, Sample};
     use serde_json::json;
 
     #[test]

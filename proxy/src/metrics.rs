@@ -2,6 +2,7 @@
 //! test process). Per-route handles are resolved when a config is loaded, so the request path
 //! only increments atomics.
 
+use crate::policy::judge::{LATENCY_BUCKETS, Tally};
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
     Registry,
@@ -74,66 +75,6 @@ impl TargetMetrics {
         let h = m.get_histogram();
         let buckets = h.get_bucket().iter().map(|b| b.cumulative_count()).collect();
         Tally { requests: self.total(), errors: self.by_class[4].get(), samples: h.get_sample_count(), buckets }
-    }
-}
-
-/// Upper bounds (seconds) of the latency histogram's buckets.
-pub const LATENCY_BUCKETS: [f64; 14] =
-    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
-
-/// A snapshot of one target's counters; two snapshots give the traffic between them.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Tally {
-    /// Requests answered.
-    pub requests: u64,
-    /// Of which 5xx.
-    pub errors: u64,
-    /// Latencies observed (the histogram's own count, which the buckets add up to).
-    pub samples: u64,
-    /// Cumulative count per bucket of [`LATENCY_BUCKETS`].
-    pub buckets: Vec<u64>,
-}
-
-impl Tally {
-    /// What was counted after `earlier`.
-    pub fn since(&self, earlier: &Tally) -> Tally {
-        Tally {
-            requests: self.requests.saturating_sub(earlier.requests),
-            errors: self.errors.saturating_sub(earlier.errors),
-            samples: self.samples.saturating_sub(earlier.samples),
-            buckets: self
-                .buckets
-                .iter()
-                .enumerate()
-                .map(|(i, b)| b.saturating_sub(earlier.buckets.get(i).copied().unwrap_or(0)))
-                .collect(),
-        }
-    }
-
-    /// The share of 5xx answers (0 when there was no request).
-    pub fn error_rate(&self) -> f64 {
-        if self.requests == 0 { 0.0 } else { self.errors as f64 / self.requests as f64 }
-    }
-
-    /// The 99th percentile latency in seconds, interpolated linearly inside its bucket as
-    /// Prometheus's `histogram_quantile` does; `None` without samples. Above the last bucket it
-    /// is the last bound.
-    pub fn p99(&self) -> Option<f64> {
-        if self.samples == 0 {
-            return None;
-        }
-        let rank = 0.99 * self.samples as f64;
-        let mut lower = (0.0, 0u64);
-        for (i, &count) in self.buckets.iter().enumerate() {
-            let upper = LATENCY_BUCKETS.get(i).copied().unwrap_or(f64::INFINITY);
-            if count as f64 >= rank {
-                let in_bucket = (count - lower.1) as f64;
-                let fraction = if in_bucket == 0.0 { 1.0 } else { (rank - lower.1 as f64) / in_bucket };
-                return Some(lower.0 + (upper - lower.0) * fraction);
-            }
-            lower = (upper, count);
-        }
-        Some(LATENCY_BUCKETS[LATENCY_BUCKETS.len() - 1])
     }
 }
 

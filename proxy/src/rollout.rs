@@ -28,14 +28,13 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Percent, RolloutPolicy, Stage};
-use crate::metrics::{RouteMetrics, Tally};
+use crate::metrics::RouteMetrics;
+use crate::policy::judge::{Tally, Verdict, Window, judge, step_for};
+use crate::policy::model::{Percent, RolloutPolicy, Stage};
 use crate::state::{Change, Shared};
 
 /// How often the controller looks at the routes.
 pub const TICK: Duration = Duration::from_millis(250);
-/// Latencies are judged on at least this many answers a side, whatever `min_requests` says.
-pub const P99_MIN_SAMPLES: u64 = 100;
 /// Who the audit log names for the controller's changes.
 pub const BY: &str = "rollout";
 
@@ -57,110 +56,14 @@ impl Snapshot {
     }
 }
 
-/// The traffic a judgement looks at.
-#[derive(Debug, Clone, Default)]
-pub struct Window {
-    /// The service's attempts during the step: its answers, plus fallbacks counted as errors.
-    pub service: Tally,
-    /// The monolith's answers on the route since the rollout began.
-    pub baseline: Tally,
-    /// Time at the current step.
-    pub elapsed: Duration,
-}
-
-impl Window {
-    /// The window between snapshots: the step's start, the rollout's start, and now.
-    pub fn between(step_start: &Snapshot, rollout_start: &Snapshot, now: &Snapshot, elapsed: Duration) -> Window {
-        let mut service = now.service.since(&step_start.service);
-        let fallbacks = now.fallbacks.saturating_sub(step_start.fallbacks);
-        service.requests += fallbacks;
-        service.errors += fallbacks;
-        Window { service, baseline: now.monolith.since(&rollout_start.monolith), elapsed }
-    }
-}
-
-/// What the controller does with a route.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Verdict {
-    /// Stay at this step; the reason says what it waits for.
-    Hold(String),
-    /// Move to the next step's percent.
-    Advance(Percent, String),
-    /// The last step is done at 100 %: stage `service`.
-    Promote(String),
-    /// Back to the monolith.
-    Rollback(String),
-}
-
-fn pct(rate: f64) -> String {
-    format!("{:.2}%", rate * 100.0)
-}
-
-fn ms(seconds: f64) -> String {
-    format!("{:.1} ms", seconds * 1000.0)
-}
-
-/// Judges the current step of a rollout (pure: the controller and the tests call it).
-pub fn judge(policy: &RolloutPolicy, step: usize, w: &Window) -> Verdict {
-    let svc = &w.service;
-    let base = &w.baseline;
-    let allowed = base.error_rate() + policy.max_error_rate_increase;
-    let n = policy.min_requests;
-    // Errors beyond what min_requests allow cannot be made good by later successes.
-    if svc.errors as f64 > allowed * n.max(svc.requests) as f64 {
-        return Verdict::Rollback(format!(
-            "service error rate {} ({} of {} requests, fallbacks included) is above the monolith's {} + {}",
-            pct(svc.error_rate()),
-            svc.errors,
-            svc.requests,
-            pct(base.error_rate()),
-            pct(policy.max_error_rate_increase)
-        ));
-    }
-    // A p99 of fewer than P99_MIN_SAMPLES answers is little more than their maximum.
-    let n = n.max(P99_MIN_SAMPLES);
-    if svc.samples < n {
-        return Verdict::Hold(format!("{} of {n} service requests", svc.samples));
-    }
-    if base.samples < n {
-        return Verdict::Hold(format!("{} of {n} monolith requests for a baseline", base.samples));
-    }
-    let (Some(svc_p99), Some(base_p99)) = (svc.p99(), base.p99()) else {
-        return Verdict::Hold("no latency samples yet".to_owned());
-    };
-    let bound = base_p99 * policy.max_p99_ratio + policy.p99_slack.as_secs_f64();
-    let measured = format!(
-        "error rate {} (monolith {}), p99 {} (monolith {}), {} service requests",
-        pct(svc.error_rate()),
-        pct(base.error_rate()),
-        ms(svc_p99),
-        ms(base_p99),
-        svc.requests
-    );
-    if svc_p99 > bound {
-        return Verdict::Rollback(format!(
-            "service p99 {} is above the monolith's {} × {} + {} ({measured})",
-            ms(svc_p99),
-            ms(base_p99),
-            policy.max_p99_ratio,
-            ms(policy.p99_slack.as_secs_f64())
-        ));
-    }
-    if w.elapsed < policy.dwell {
-        return Verdict::Hold(format!(
-            "{:.0} s of {:.0} s at this step; {measured}",
-            w.elapsed.as_secs_f64(),
-            policy.dwell.as_secs_f64()
-        ));
-    }
-    let at = policy.steps[step].as_percent();
-    match policy.steps.get(step + 1) {
-        Some(next) => Verdict::Advance(*next, format!("step {at}% held: {measured}")),
-        None if policy.steps[step].basis_points() == 10_000 => {
-            Verdict::Promote(format!("last step {at}% held: {measured}"))
-        }
-        None => Verdict::Hold(format!("rollout complete at its last step {at}%; {measured}")),
-    }
+/// The window between snapshots: the step's start, the rollout's start, and now. The service's
+/// fallbacks count as its errors.
+pub fn window(step_start: &Snapshot, rollout_start: &Snapshot, now: &Snapshot, elapsed: Duration) -> Window {
+    let mut service = now.service.since(&step_start.service);
+    let fallbacks = now.fallbacks.saturating_sub(step_start.fallbacks);
+    service.requests += fallbacks;
+    service.errors += fallbacks;
+    Window { service, baseline: now.monolith.since(&rollout_start.monolith), elapsed }
 }
 
 /// Where a route's rollout is, for the admin API and `ficus routes`.
@@ -203,14 +106,6 @@ impl Rollouts {
             status: p.status.clone(),
         })
     }
-}
-
-/// The step a rollout at `percent` (re)starts at: the last step at or below it (the first when
-/// below all), so an operator who lowers the percent is never pushed above it. A last step of
-/// 100 % is restarted one step lower: the monolith baseline needs monolith traffic.
-fn step_for(policy: &RolloutPolicy, percent: Percent) -> usize {
-    let at = policy.steps.iter().rposition(|s| *s <= percent).unwrap_or(0);
-    if policy.steps[at].basis_points() == 10_000 { at.saturating_sub(1) } else { at }
 }
 
 /// One pass over the routes (called every [`TICK`] by [`run`]; blocking: it may write files).
@@ -261,10 +156,10 @@ pub fn tick(shared: &Shared) {
         }
         let mut rollouts = shared.rollouts.lock();
         let Some(p) = rollouts.get_mut(&route.name) else { continue };
-        let window = Window::between(&p.step_start, &p.rollout_start, &now, p.step_started.elapsed());
+        let window = window(&p.step_start, &p.rollout_start, &now, p.step_started.elapsed());
         let verdict = judge(policy, p.step, &window);
         let (change, next) = match &verdict {
-            Verdict::Hold(why) => {
+            Verdict::Hold(why) | Verdict::Inconclusive(why) => {
                 p.status = why.clone();
                 continue;
             }
@@ -330,103 +225,18 @@ pub async fn run(shared: Arc<Shared>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::LATENCY_BUCKETS;
+    use crate::policy::judge::LATENCY_BUCKETS;
 
-    fn policy() -> RolloutPolicy {
-        RolloutPolicy {
-            steps: [5.0, 50.0, 100.0].iter().map(|p| Percent::from_percent(*p).unwrap()).collect(),
-            dwell: Duration::from_secs(10),
-            min_requests: 100,
-            max_error_rate_increase: 0.01,
-            max_p99_ratio: 1.5,
-            p99_slack: Duration::from_millis(5),
-        }
-    }
-
-    /// `requests` answers, `errors` of them 5xx, all with the latency `seconds`.
     fn tally(requests: u64, errors: u64, seconds: f64) -> Tally {
         let buckets = LATENCY_BUCKETS.iter().map(|b| if seconds <= *b { requests } else { 0 }).collect();
         Tally { requests, errors, samples: requests, buckets }
-    }
-
-    fn window(service: Tally, baseline: Tally, secs: u64) -> Window {
-        Window { service, baseline, elapsed: Duration::from_secs(secs) }
-    }
-
-    #[test]
-    fn a_healthy_step_advances_after_its_dwell_and_sample() {
-        let p = policy();
-        let ok = |n, secs| judge(&p, 0, &window(tally(n, 0, 0.002), tally(2000, 1, 0.002), secs));
-        assert!(matches!(ok(99, 60), Verdict::Hold(w) if w.contains("99 of 100 service requests")));
-        assert!(matches!(ok(100, 9), Verdict::Hold(w) if w.contains("9 s of 10 s")));
-        assert_eq!(ok(100, 10), Verdict::Advance(Percent::from_percent(50.0).unwrap(), ok_reason(&p)));
-        let last = judge(&p, 2, &window(tally(100, 0, 0.002), tally(2000, 0, 0.002), 10));
-        assert!(matches!(last, Verdict::Promote(w) if w.starts_with("last step 100% held")));
-    }
-
-    fn ok_reason(p: &RolloutPolicy) -> String {
-        match judge(p, 0, &window(tally(100, 0, 0.002), tally(2000, 1, 0.002), 10)) {
-            Verdict::Advance(_, why) => why,
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn a_burst_of_errors_rolls_back_before_the_sample_is_full() {
-        let p = policy();
-        // The monolith fails 1 in 1000: 1.1 % of 100 requests is 1.1 errors allowed.
-        let base = tally(1000, 1, 0.002);
-        assert!(matches!(judge(&p, 0, &window(tally(10, 1, 0.002), base.clone(), 1)), Verdict::Hold(_)));
-        let v = judge(&p, 0, &window(tally(10, 2, 0.002), base.clone(), 1));
-        assert!(
-            matches!(&v, Verdict::Rollback(w) if w.contains("service error rate 20.00% (2 of 10 requests")),
-            "{v:?}"
-        );
-        // With a full sample the rate itself decides: 3 of 200 is 1.5 % > 1.1 %.
-        assert!(matches!(judge(&p, 0, &window(tally(200, 3, 0.002), base.clone(), 60)), Verdict::Rollback(_)));
-        assert!(matches!(judge(&p, 0, &window(tally(200, 2, 0.002), base, 60)), Verdict::Advance(..)));
-    }
-
-    #[test]
-    fn a_slow_service_rolls_back_and_small_jitter_does_not() {
-        let p = policy();
-        let base = tally(1000, 0, 0.004);
-        // 4 ms × 1.5 + 5 ms = 11 ms allowed.
-        let v = judge(&p, 0, &window(tally(100, 0, 0.02), base.clone(), 60));
-        assert!(matches!(&v, Verdict::Rollback(w) if w.contains("service p99")), "{v:?}");
-        assert!(matches!(judge(&p, 0, &window(tally(100, 0, 0.009), base, 60)), Verdict::Advance(..)));
-    }
-
-    #[test]
-    fn a_step_waits_for_a_monolith_baseline() {
-        let v = judge(&policy(), 0, &window(tally(100, 0, 0.002), tally(50, 0, 0.002), 60));
-        assert!(matches!(&v, Verdict::Hold(w) if w.contains("50 of 100 monolith requests")), "{v:?}");
-    }
-
-    #[test]
-    fn latencies_need_a_hundred_answers_whatever_min_requests_says() {
-        let p = RolloutPolicy { min_requests: 20, ..policy() };
-        // One slow answer in 30 would be their p99: not judged yet.
-        let v = judge(&p, 0, &window(tally(30, 0, 0.5), tally(2000, 0, 0.002), 60));
-        assert!(matches!(&v, Verdict::Hold(w) if w.contains("30 of 100 service requests")), "{v:?}");
-        // Errors are still judged at once against min_requests: 1 % of 20 is 0.2 errors, so the
-        // second error rolls back (and so would the first).
-        assert!(matches!(judge(&p, 0, &window(tally(5, 2, 0.002), tally(2000, 0, 0.002), 1)), Verdict::Rollback(_)));
-    }
-
-    #[test]
-    fn steps_are_found_from_the_percent() {
-        let p = policy();
-        let at = |x: f64| step_for(&p, Percent::from_percent(x).unwrap());
-        // Steps 5, 50, 100: down to a step, never up past the operator; 100 % restarts at 50 %.
-        assert_eq!((at(0.0), at(5.0), at(30.0), at(50.0), at(99.0), at(100.0)), (0, 0, 0, 1, 1, 1));
     }
 
     #[test]
     fn windows_count_fallbacks_as_service_errors() {
         let start = Snapshot { service: tally(10, 1, 0.001), monolith: tally(100, 0, 0.001), fallbacks: 2 };
         let now = Snapshot { service: tally(30, 2, 0.001), monolith: tally(150, 1, 0.001), fallbacks: 5 };
-        let w = Window::between(&start, &start, &now, Duration::ZERO);
+        let w = window(&start, &start, &now, Duration::ZERO);
         assert_eq!((w.service.requests, w.service.errors), (23, 4));
         assert_eq!((w.baseline.requests, w.baseline.errors), (50, 1));
     }

@@ -1,5 +1,5 @@
 //! The Pingora side: `FicusProxy` implements `ProxyHttp`. Its hooks normalise the path, call the
-//! pure [`crate::router::select`], pick a peer, fall back to the monolith when the service fails
+//! pure [`crate::policy::route::select`], pick a peer, fall back to the monolith when the service fails
 //! before answering, stamp `x-ficus-upstream`, and count everything. The hooks read route state
 //! from memory only (one lock-free `ArcSwap` load per request).
 
@@ -16,9 +16,8 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
-use crate::config::Stage;
 use crate::normalize::normalize_path;
-use crate::router::{Decision, RequestHead, Target, select};
+use crate::policy::route::{Decision, RequestHead, select};
 use crate::shadow;
 use crate::state::{Runtime, Shared};
 
@@ -222,7 +221,7 @@ impl FicusProxy {
             path_and_query: c.path_and_query,
             headers: c.headers,
             body: c.request_body.freeze(),
-            monolith: shadow::Answer { status, headers: c.response_headers, body: c.body.freeze() },
+            monolith: crate::policy::diff::Answer { status, headers: c.response_headers, body: c.body.freeze() },
             monolith_target: pick(rt.config.default_upstream),
             service_target: pick(route.upstream),
             timeout: service.connect_timeout + service.read_timeout,
@@ -302,8 +301,7 @@ impl FicusProxy {
         let client_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
         let head = RequestHead { method: &req.method, path: req.uri.path(), headers: &req.headers, client_ip };
         let decision = select(&rt.table, &head);
-        let idempotent = matches!(req.method, Method::GET | Method::HEAD) || scan.idempotency_key;
-        ctx.can_fall_back = decision.fallback.is_some() && decision.target == Target::Service && idempotent;
+        ctx.can_fall_back = decision.can_fall_back;
         let needs_buffer = ctx.can_fall_back && !matches!(req.method, Method::GET | Method::HEAD);
         ctx.decision = Some(decision);
         if needs_buffer {
@@ -314,15 +312,14 @@ impl FicusProxy {
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         ctx.forward = Forward::decide(&scan, session.req_header(), client_ip, tls, rt);
         if let Some(r) = decision.route
-            && decision.target == Target::Monolith
-            && rt.config.routes[r].stage == Stage::Shadow
+            && decision.mirror
         {
             let req = session.req_header();
             let route = &rt.config.routes[r];
-            let mirrored = matches!(req.method, Method::GET | Method::HEAD) || route.shadow_writes;
-            let shadow = mirrored
-                .then(|| self.shared.shadows.get_or_start(&route.name, || self.shared.metrics.shadow(&route.name)))
-                .flatten()
+            let shadow = self
+                .shared
+                .shadows
+                .get_or_start(&route.name, || self.shared.metrics.shadow(&route.name))
                 .filter(|s| s.admit(route.shadow_max_per_second));
             if let Some(shadow) = shadow {
                 ctx.shadow = Some(Box::new(Capture {
@@ -521,7 +518,6 @@ struct HeadScan {
     size: usize,
     /// The Host header (kept for `X-Forwarded-Host`).
     host: Option<HeaderValue>,
-    idempotency_key: bool,
     /// An `x-ficus-*` header, which no upstream may get from a client.
     own_headers: bool,
     /// A forwarding header (`Forwarded`, `X-Real-IP`, `X-Forwarded-*`).
@@ -541,7 +537,6 @@ impl HeadScan {
             scan.size += name.len() + value.len() + 4;
             match name {
                 "host" => scan.host = Some(value.clone()),
-                "idempotency-key" => scan.idempotency_key = true,
                 REQUEST_ID => {
                     scan.request_id = id(scan.request_id != Id::Invalid && valid_request_id(value.as_bytes()))
                 }
@@ -778,7 +773,8 @@ impl ProxyHttp for FicusProxy {
         }
         if let (Some(c), Some(rt)) = (ctx.shadow.as_deref_mut(), &ctx.rt) {
             c.status = Some(resp.status.as_u16());
-            c.response_headers = shadow::chosen_headers(&resp.headers, &rt.config.routes[c.route].shadow_headers);
+            c.response_headers =
+                crate::policy::diff::chosen_headers(&resp.headers, &rt.config.routes[c.route].shadow_headers);
         }
         Ok(())
     }

@@ -10,11 +10,13 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 
 use crate::audit::{AuditLog, Entry, Position};
-use crate::config::{Config, Percent, RouteSpec, Stage};
+use crate::config::Config;
 use crate::error::{ConfigError, ProxyError};
 use crate::metrics::{Metrics, REJECTED, RouteMetrics, TargetMetrics, UNMATCHED};
+use crate::policy::model::{Percent, RouteSpec, Stage};
+use crate::policy::route::RouteTable;
+use crate::policy::stage::{self, Allowed, Move, Refused, ShadowRecord};
 use crate::rollout::{RolloutStatus, Rollouts};
-use crate::router::RouteTable;
 use crate::shadow::{DiffReport, Shadows};
 use crate::upstream::{UpstreamPool, build_pools};
 
@@ -231,6 +233,15 @@ fn position(stage: Stage, percent: Percent) -> Position {
     Position { stage: stage.as_str().to_owned(), percent: percent.as_percent() }
 }
 
+/// Whether a new config's stages are checked against the stage rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gate {
+    /// A reload: a route the file moves past the shadow gate stays where it is.
+    Hold,
+    /// A stage change already decided by the rules (forced ones included).
+    Decided,
+}
+
 /// The result of a reload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reloaded {
@@ -314,7 +325,7 @@ impl Shared {
             return Ok(Reloaded::Unchanged);
         }
         let old = self.current();
-        let result = self.apply_text(&text);
+        let result = self.apply_text(&text, Gate::Hold);
         // Remember the text either way, so a watcher does not report the same bad file forever.
         *last = text;
         if result.is_ok() {
@@ -364,8 +375,19 @@ impl Shared {
         }
     }
 
-    fn apply_text(&self, text: &str) -> Result<(), ProxyError> {
-        let outcome = Config::parse(text, &self.config_path).map_err(ProxyError::from).and_then(|config| {
+    /// The shadow gate's input for a route: what its shadow has shown so far.
+    pub fn shadow_record(&self, name: &str) -> ShadowRecord {
+        match self.shadows.report(name) {
+            Some(r) => ShadowRecord { shadowed: true, compared: r.compared, mismatched: r.mismatched },
+            None => ShadowRecord::default(),
+        }
+    }
+
+    /// Makes `text` the live config. With [`Gate::Hold`] (a reload), a route the file moves
+    /// somewhere the stage rules refuse (past the shadow gate) stays where it is, and the log
+    /// says why; the file's other changes are made.
+    fn apply_text(&self, text: &str, gate: Gate) -> Result<(), ProxyError> {
+        let outcome = Config::parse(text, &self.config_path).map_err(ProxyError::from).and_then(|mut config| {
             let old = self.state.load();
             if config.listen != old.config.listen
                 || config.server != old.config.server
@@ -375,6 +397,21 @@ impl Shared {
                     "{}: [listen], [server] and proxy.audit_log changes take effect at the next restart",
                     self.config_path.display()
                 );
+            }
+            if gate == Gate::Hold {
+                for r in &mut config.routes {
+                    let Some(live) = old.config.routes.iter().find(|o| o.name == r.name) else { continue };
+                    let from = stage::Position { stage: live.stage, percent: live.percent };
+                    let m = Move { stage: r.stage, percent: Some(r.percent), force: false, expect: None };
+                    if let Err(refused) = stage::decide(r, from, &m, &self.shadow_record(&r.name)) {
+                        tracing::warn!(
+                            route = %r.name,
+                            "the config file moves it to {}, but it stays at {from}: {refused}",
+                            stage::Position { stage: r.stage, percent: r.percent }
+                        );
+                        (r.stage, r.percent) = (from.stage, from.percent);
+                    }
+                }
             }
             let runtime = Runtime::build(config, &self.metrics, &old.pools, &self.secrets)
                 .map_err(|e| ProxyError::from(with_file(e, &self.config_path)))?;
@@ -409,7 +446,7 @@ impl Shared {
         let mut write_back = true;
         if disk != *last {
             let old = self.current();
-            match self.apply_text(&disk) {
+            match self.apply_text(&disk, Gate::Hold) {
                 Ok(()) => {
                     self.audit_reload(&old.config, &self.current().config, "the file changed, seen at a stage change");
                     base = disk.clone();
@@ -425,38 +462,33 @@ impl Shared {
         let Some(route) = current.config.routes.iter().find(|r| r.name == name) else {
             return Err(ProxyError::UnknownRoute(name.to_owned()));
         };
-        let from = (route.stage, route.percent);
-        if let Some(expected) = expect
-            && expected != from
-        {
-            return Err(ProxyError::InvalidChange(format!(
-                "route `{name}` moved to {} meanwhile",
-                position(from.0, from.1)
-            )));
-        }
-        let to = (stage, percent.unwrap_or(route.percent));
-        if to == from {
-            drop(current);
-            drop(last);
-            return self.route(name).ok_or_else(|| ProxyError::UnknownRoute(name.to_owned()));
-        }
-        // The gate holds from shadow, and from monolith once the route has been shadowed, so
-        // that going through monolith does not skip it.
-        let serving_already = matches!(route.stage, Stage::Canary | Stage::Service);
-        let was_shadowed = route.stage == Stage::Shadow || self.shadows.report(name).is_some();
-        if was_shadowed && !serving_already && matches!(stage, Stage::Canary | Stage::Service) {
-            let report = self.diffs(name).unwrap_or_else(|| DiffReport::empty(name));
-            if let Some(reason) = gate(&report, route.shadow_min_compared, route.shadow_max_mismatch) {
-                if !force {
-                    return Err(ProxyError::Gate(format!(
-                        "route `{name}` may not go to {} yet: its shadow comparisons do not allow it: {reason} (force overrides)",
-                        stage.as_str()
-                    )));
-                }
-                tracing::warn!(route = name, to = stage.as_str(), "shadow gate overridden by force: {reason}");
-                why = format!("{why}; forced past the shadow gate ({reason})");
+        let from = stage::Position { stage: route.stage, percent: route.percent };
+        let m =
+            Move { stage, percent, force, expect: expect.map(|(stage, percent)| stage::Position { stage, percent }) };
+        let to = match stage::decide(route, from, &m, &self.shadow_record(name)) {
+            Ok(Allowed::Unchanged) => {
+                drop(current);
+                drop(last);
+                return self.route(name).ok_or_else(|| ProxyError::UnknownRoute(name.to_owned()));
             }
-        }
+            Ok(Allowed::To { position, forced }) => {
+                if let Some(reason) = forced {
+                    tracing::warn!(route = name, to = stage.as_str(), "shadow gate overridden by force: {reason}");
+                    why = format!("{why}; forced past the shadow gate ({reason})");
+                }
+                position
+            }
+            Err(Refused::Moved { now }) => {
+                return Err(ProxyError::InvalidChange(format!("route `{name}` moved to {now} meanwhile")));
+            }
+            Err(refused @ Refused::Gate(_)) => {
+                return Err(ProxyError::Gate(format!(
+                    "route `{name}` may not go to {} yet: {refused}",
+                    stage.as_str()
+                )));
+            }
+        };
+        let (from, to) = ((from.stage, from.percent), (to.stage, to.percent));
         drop(current);
         let new_text = edit_route(&base, name, stage, percent)
             .map_err(|reason| ProxyError::from(ConfigError { file: self.config_path.clone(), line: 1, reason }))?;
@@ -483,7 +515,7 @@ impl Shared {
             if write_back {
                 write_atomically(&self.config_path, &new_text)?;
             }
-            self.apply_text(&new_text)
+            self.apply_text(&new_text, Gate::Decided)
         })();
         if let Err(e) = made {
             self.audit.record(Entry {
@@ -612,24 +644,6 @@ fn view(rt: &Runtime, i: usize) -> RouteView {
     }
 }
 
-/// Why a route may not leave shadow yet; `None` when its comparisons allow it.
-pub fn gate(report: &DiffReport, min_compared: u64, max_mismatch: f64) -> Option<String> {
-    if report.compared < min_compared {
-        return Some(format!("{} comparisons so far, {min_compared} needed", report.compared));
-    }
-    let rate = if report.compared == 0 { 0.0 } else { report.mismatched as f64 / report.compared as f64 };
-    if report.compared > 0 && rate >= max_mismatch {
-        return Some(format!(
-            "mismatch rate {:.2}% ({} of {}) is not under {:.2}%",
-            rate * 100.0,
-            report.mismatched,
-            report.compared,
-            max_mismatch * 100.0
-        ));
-    }
-    None
-}
-
 fn with_file(mut e: ConfigError, file: &Path) -> ConfigError {
     e.file = file.to_owned();
     e
@@ -726,18 +740,6 @@ pub fn write_atomically(path: &Path, text: &str) -> Result<(), ProxyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_shadow_gate_needs_enough_comparisons_under_the_rate() {
-        let mut r = DiffReport::empty("a");
-        assert!(gate(&r, 100, 0.01).unwrap().contains("0 comparisons so far, 100 needed"));
-        r.compared = 200;
-        r.mismatched = 2;
-        assert!(gate(&r, 100, 0.01).unwrap().contains("mismatch rate 1.00% (2 of 200)"));
-        r.mismatched = 1;
-        assert_eq!(gate(&r, 100, 0.01), None);
-        assert_eq!(gate(&DiffReport::empty("a"), 0, 0.01), None);
-    }
 
     #[test]
     fn edit_route_keeps_comments_and_layout() {

@@ -60,14 +60,14 @@ pub async fn fetch(client: &reqwest::Client, base: &str, path: &str) -> Result<R
 
 /// Where two answers differ: `None` when they are the same, else a readable line
 /// naming the status or the first differing JSON pointer with both values. The JSON
-/// comparison is the proxy's shadow diff (`ficus_proxy::shadow::diff_json`): key order
+/// comparison is the proxy's shadow diff (`ficus_proxy::policy::diff::diff_json`): key order
 /// ignored, numbers by value.
 pub fn difference(a: &Recorded, b: &Recorded) -> Option<String> {
     if a.status != b.status {
         let name = |s: u16| StatusCode::from_u16(s).map(|c| c.to_string()).unwrap_or_else(|_| s.to_string());
         return Some(format!("{}: status {} vs {}", a.path, name(a.status), name(b.status)));
     }
-    let first = ficus_proxy::shadow::diff_json(&a.body, &b.body).into_iter().next()?;
+    let first = ficus_proxy::policy::diff::diff_json(&a.body, &b.body).into_iter().next()?;
     let at = if first.pointer.is_empty() { "/" } else { first.pointer.as_str() };
     Some(format!("{}: at {at} {} vs {}", a.path, first.monolith, first.service))
 }

@@ -78,3 +78,52 @@ async fn a_changed_file_is_picked_up_without_being_asked() {
     }
     panic!("the file change was not picked up within 5 s");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn editing_the_file_and_reloading_skipped_the_shadow_gate() {
+    let mono = Upstream::start("monolith").await;
+    let svc = Upstream::start("catalog").await;
+    let ups = [("monolith", mono.addr), ("catalog", svc.addr)];
+    let route = |stage: &str| {
+        format!(
+            "[[routes]]\nname = \"catalog\"\npath = \"/api/products/{{*rest}}\"\nupstream = \"catalog\"\nstage = \"{stage}\"\nshadow_min_compared = 1000\n"
+        )
+    };
+    let p =
+        TestProxy::start(&config_text(&ups, &route("shadow")).replace("[proxy]\n", "[proxy]\nwatch_file = false\n"))
+            .await;
+    let first = p.get("/api/products/1", &[]).await;
+    assert_eq!(first.1.as_deref(), Some("monolith"));
+    // The file now says service, past the gate (1000 comparisons needed): the reload keeps the
+    // route in shadow, and says so; the rest of the file (a new route) is taken.
+    let edited = config_text(
+        &ups,
+        &format!(
+            "{}[[routes]]\nname = \"other\"\npath = \"/other\"\nupstream = \"catalog\"\nstage = \"service\"\n",
+            route("service")
+        ),
+    )
+    .replace("[proxy]\n", "[proxy]\nwatch_file = false\n");
+    write(&p.config, &edited);
+    let (status, _) = p.admin(reqwest::Method::POST, "/reload", None, Some(TOKEN)).await;
+    assert_eq!(status, 200);
+    let (_, routes) = p.admin(reqwest::Method::GET, "/routes", None, Some(TOKEN)).await;
+    let stage_of = |name: &str| {
+        routes["routes"].as_array().unwrap().iter().find(|r| r["name"] == name).map(|r| r["stage"].clone())
+    };
+    assert_eq!(stage_of("catalog"), Some("shadow".into()), "{routes}");
+    assert_eq!(stage_of("other"), Some("service".into()), "{routes}");
+    assert_eq!(p.get("/api/products/1", &[]).await.1.as_deref(), Some("monolith"));
+    // Nor does going back through monolith open it: shadow → monolith → service is refused.
+    write(&p.config, &config_text(&ups, &route("monolith")).replace("[proxy]\n", "[proxy]\nwatch_file = false\n"));
+    assert_eq!(p.admin(reqwest::Method::POST, "/reload", None, Some(TOKEN)).await.0, 200);
+    let (status, body) = p.set_stage("catalog", "service", None).await;
+    assert_eq!(status, 409, "{body}");
+    // Force is the one way through, and it is audited.
+    let forced = serde_json::json!({"stage": "service", "force": true, "reason": "tested elsewhere"});
+    assert_eq!(p.admin(reqwest::Method::PUT, "/routes/catalog", Some(forced), Some(TOKEN)).await.0, 200);
+    assert_eq!(p.get("/api/products/1", &[]).await.1.as_deref(), Some("catalog"));
+    let (_, audit) = p.admin(reqwest::Method::GET, "/audit?route=catalog", None, Some(TOKEN)).await;
+    let last = audit["entries"].as_array().and_then(|a| a.last()).cloned().unwrap_or_default();
+    assert!(last["why"].as_str().unwrap_or_default().contains("forced past the shadow gate"), "{audit}");
+}

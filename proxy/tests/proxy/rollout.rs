@@ -135,7 +135,7 @@ async fn a_burst_of_service_errors_rolls_back_to_the_monolith_and_the_file_shows
     assert_eq!((stage_and_percent(last, "from"), last["by"].as_str()), (("canary".to_owned(), 50.0), Some("rollout")));
     let why = last["why"].as_str().unwrap();
     assert!(why.starts_with("rollback: service error rate "), "{why}");
-    assert!(why.contains("fallbacks included) is above the monolith's 0.00% + 1.00%"), "{why}");
+    assert!(why.contains("with 95% confidence) is above the monolith's 0.00% + 1.00%"), "{why}");
     // Clients never saw the errors: fallback served them (drive_until checks each answer), and
     // they were counted.
     let (_, metrics) = p.admin(Method::GET, "/metrics", None, Some(TOKEN)).await;

@@ -14,7 +14,8 @@ use std::net::IpAddr;
 
 use http::{HeaderMap, HeaderName, Method};
 
-use crate::config::{Cohort, Config, Percent, RouteSpec, Secret, Segment, Stage};
+use crate::config::{Config, Secret};
+use crate::policy::model::{Cohort, Percent, RouteSpec, Segment, Stage};
 
 /// What the decision looks at: the request's method, normalised path, headers and client IP.
 #[derive(Debug, Clone, Copy)]
@@ -69,6 +70,12 @@ pub struct Decision {
     pub upstream: usize,
     /// The monolith upstream, when the route allows falling back to it.
     pub fallback: Option<usize>,
+    /// This request may be served by the monolith if the service fails before answering: the
+    /// route allows fallback and the request is idempotent (GET, HEAD, or an `Idempotency-Key`).
+    pub can_fall_back: bool,
+    /// A copy goes to the service to be compared: a shadowed route, for GET and HEAD (every
+    /// method with `shadow_writes`). Whether it is sent is the shadow's rate cap's to say.
+    pub mirror: bool,
     /// Why.
     pub reason: Reason,
 }
@@ -219,6 +226,7 @@ pub const FORCE_TOKEN_HEADER: &str = "x-ficus-force-token";
 // The names as `HeaderName`s, so that a lookup does not parse them again.
 static FORCE_HEADER_NAME: HeaderName = HeaderName::from_static(FORCE_HEADER);
 static FORCE_TOKEN_NAME: HeaderName = HeaderName::from_static(FORCE_TOKEN_HEADER);
+static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
 impl RouteTable {
     /// Compiles the routes of a config. `force_token`: the secret that lets a request force its
@@ -340,6 +348,8 @@ pub fn select(table: &RouteTable, head: &RequestHead<'_>) -> Decision {
             target: Target::Monolith,
             upstream: monolith,
             fallback: None,
+            can_fall_back: false,
+            mirror: false,
             reason: Reason::Unmatched,
         };
     };
@@ -356,15 +366,31 @@ pub fn select(table: &RouteTable, head: &RequestHead<'_>) -> Decision {
             },
         },
     };
+    // Idempotent: safe to send twice (to the service, then the monolith).
+    let idempotent =
+        || matches!(*head.method, Method::GET | Method::HEAD) || head.headers.contains_key(&IDEMPOTENCY_KEY);
     match target {
-        Target::Monolith => Decision { route: Some(i), target, upstream: monolith, fallback: None, reason },
-        Target::Service => Decision {
+        Target::Monolith => Decision {
             route: Some(i),
             target,
-            upstream: r.upstream,
-            fallback: (r.fallback && r.upstream != monolith).then_some(monolith),
+            upstream: monolith,
+            fallback: None,
+            can_fall_back: false,
+            mirror: r.stage == Stage::Shadow && (matches!(*head.method, Method::GET | Method::HEAD) || r.shadow_writes),
             reason,
         },
+        Target::Service => {
+            let fallback = (r.fallback && r.upstream != monolith).then_some(monolith);
+            Decision {
+                route: Some(i),
+                target,
+                upstream: r.upstream,
+                fallback,
+                can_fall_back: fallback.is_some() && idempotent(),
+                mirror: false,
+                reason,
+            }
+        }
     }
 }
 
@@ -522,6 +548,31 @@ fallback = true
         let t = RouteTable::build(&config(ROUTES), None);
         let d = select(&t, &head(&get, "/api/products/featured", &force("service", Some(TOKEN))));
         assert_eq!((d.target, d.reason), (Target::Monolith, Reason::Stage));
+    }
+
+    #[test]
+    fn fallback_and_mirroring_are_decided_with_the_target() {
+        let routes = "[[routes]]\nname = \"s\"\npath = \"/s\"\nupstream = \"svc\"\nstage = \"service\"\nfallback = true\n\
+                      [[routes]]\nname = \"sh\"\npath = \"/sh\"\nupstream = \"svc\"\nstage = \"shadow\"\n\
+                      [[routes]]\nname = \"shw\"\npath = \"/shw\"\nupstream = \"svc\"\nstage = \"shadow\"\nshadow_writes = true\n";
+        let t = RouteTable::build(&config(routes), None);
+        let none = HeaderMap::new();
+        let keyed = headers(&[("idempotency-key", "k1")]);
+        // (method, path, headers) → (can_fall_back, mirror)
+        let cases: &[(Method, &str, &HeaderMap, (bool, bool))] = &[
+            (Method::GET, "/s", &none, (true, false)),
+            (Method::HEAD, "/s", &none, (true, false)),
+            (Method::POST, "/s", &none, (false, false)),
+            (Method::POST, "/s", &keyed, (true, false)),
+            (Method::GET, "/sh", &none, (false, true)),
+            (Method::POST, "/sh", &none, (false, false)),
+            (Method::POST, "/shw", &none, (false, true)),
+            (Method::GET, "/elsewhere", &none, (false, false)),
+        ];
+        for (method, path, h, want) in cases {
+            let d = select(&t, &head(method, path, h));
+            assert_eq!((d.can_fall_back, d.mirror), *want, "{method} {path}");
+        }
     }
 
     fn canary_table(percent: f64, cohort: &str) -> RouteTable {
