@@ -316,11 +316,7 @@ impl FicusProxy {
         {
             let req = session.req_header();
             let route = &rt.config.routes[r];
-            let shadow = self
-                .shared
-                .shadows
-                .get_or_start(&route.name, || self.shared.metrics.shadow(&route.name))
-                .filter(|s| s.admit(route.shadow_max_per_second));
+            let shadow = rt.shadows[r].as_ref().filter(|s| s.admit(route.shadow_max_per_second)).cloned();
             if let Some(shadow) = shadow {
                 ctx.shadow = Some(Box::new(Capture {
                     route: r,

@@ -34,6 +34,9 @@ pub struct Runtime {
     pub unmatched_metrics: TargetMetrics,
     /// Metric handles of requests refused before routing (bad path, oversized head).
     pub rejected_metrics: TargetMetrics,
+    /// Per route, its shadow when the route is in stage shadow: resolved here, so a shadowed
+    /// request takes no lock to find it.
+    pub shadows: Vec<Option<Arc<crate::shadow::RouteShadow>>>,
 }
 
 impl Runtime {
@@ -42,6 +45,7 @@ impl Runtime {
         metrics: &Metrics,
         previous: &[Arc<UpstreamPool>],
         secrets: &Secrets,
+        shadows: &Shadows,
     ) -> Result<Runtime, ConfigError> {
         let force_token = config.security.force_token_env.as_ref().map(|r| secrets.resolve(r)).transpose()?;
         let table = RouteTable::build(&config, force_token);
@@ -54,7 +58,14 @@ impl Runtime {
             .collect();
         let unmatched_metrics = metrics.target(UNMATCHED, monolith);
         let rejected_metrics = metrics.target(REJECTED, "none");
-        Ok(Runtime { config, table, pools, route_metrics, unmatched_metrics, rejected_metrics })
+        let shadows = config
+            .routes
+            .iter()
+            .map(|r| {
+                (r.stage == Stage::Shadow).then(|| shadows.get_or_start(&r.name, || metrics.shadow(&r.name))).flatten()
+            })
+            .collect();
+        Ok(Runtime { config, table, pools, route_metrics, unmatched_metrics, rejected_metrics, shadows })
     }
 }
 
@@ -281,14 +292,16 @@ impl Shared {
         let (config, text) = Config::load(&config_path)?;
         let metrics = Metrics::new();
         let audit = AuditLog::open(config.audit_path(&config_path));
-        let runtime = Runtime::build(config, &metrics, &[], &secrets).map_err(|e| with_file(e, &config_path))?;
+        let shadows = Shadows::default();
+        let runtime =
+            Runtime::build(config, &metrics, &[], &secrets, &shadows).map_err(|e| with_file(e, &config_path))?;
         metrics.reloads.with_label_values(&["ok"]).inc();
         Ok(Shared {
             state: ArcSwap::from_pointee(runtime),
             config_path,
             metrics,
             write_lock: Mutex::new(text),
-            shadows: Shadows::default(),
+            shadows,
             audit,
             rollouts: Rollouts::default(),
             secrets,
@@ -413,7 +426,7 @@ impl Shared {
                     }
                 }
             }
-            let runtime = Runtime::build(config, &self.metrics, &old.pools, &self.secrets)
+            let runtime = Runtime::build(config, &self.metrics, &old.pools, &self.secrets, &self.shadows)
                 .map_err(|e| ProxyError::from(with_file(e, &self.config_path)))?;
             log_shadow_routes(&runtime.config);
             self.state.store(Arc::new(runtime));
@@ -440,23 +453,30 @@ impl Shared {
             .map_err(|source| ProxyError::Io { path: self.config_path.clone(), source })?;
         // An edit saved but not reloaded yet is taken first (and audited), so the change is made
         // on what the file says and writing the file back makes nothing live unseen. When that
-        // edit is invalid, the change is made on the live config and not written back: a
-        // rollback must not wait for someone to fix the file.
+        // edit is invalid, a rollback must not wait for someone to fix the file, and nothing may
+        // be live that the file does not hold: the edit is set aside beside the file (nothing of
+        // it is lost) and the change is written on the last good config.
         let mut base = last.clone();
-        let mut write_back = true;
+        let mut set_aside = None;
         if disk != *last {
             let old = self.current();
             match self.apply_text(&disk, Gate::Hold) {
                 Ok(()) => {
                     self.audit_reload(&old.config, &self.current().config, "the file changed, seen at a stage change");
                     base = disk.clone();
+                    *last = disk;
                 }
                 Err(e) => {
-                    tracing::error!("stage change of `{name}` made live but not written back: {e}");
-                    write_back = false;
+                    let aside = set_aside_path(&self.config_path);
+                    write_atomically(&aside, &disk)?;
+                    tracing::error!(
+                        "the config file holds an invalid edit ({e}); it is kept as {} and the stage change of `{name}` \
+                         is written on the last good config",
+                        aside.display()
+                    );
+                    set_aside = Some(aside);
                 }
             }
-            *last = disk;
         }
         let current = self.state.load();
         let Some(route) = current.config.routes.iter().find(|r| r.name == name) else {
@@ -494,8 +514,8 @@ impl Shared {
             .map_err(|reason| ProxyError::from(ConfigError { file: self.config_path.clone(), line: 1, reason }))?;
         // Validate what will be written before writing it.
         Config::parse(&new_text, &self.config_path)?;
-        if !write_back {
-            why = format!("{why}; not written back: the config file is invalid");
+        if let Some(aside) = &set_aside {
+            why = format!("{why}; the file's invalid edit was set aside as {}", aside.display());
         }
         // The audit record is durable before the change is saved or live: a crash in between
         // leaves a record of a change that did not happen (and says so below when it fails),
@@ -512,9 +532,7 @@ impl Shared {
             .record_durably(entry.clone())
             .map_err(|source| ProxyError::Io { path: self.audit.path().to_owned(), source })?;
         let made = (|| {
-            if write_back {
-                write_atomically(&self.config_path, &new_text)?;
-            }
+            write_atomically(&self.config_path, &new_text)?;
             self.apply_text(&new_text, Gate::Decided)
         })();
         if let Err(e) = made {
@@ -527,9 +545,7 @@ impl Shared {
             });
             return Err(e);
         }
-        if write_back {
-            *last = new_text;
-        }
+        *last = new_text;
         drop(last);
         self.route(name).ok_or_else(|| ProxyError::UnknownRoute(name.to_owned()))
     }
@@ -647,6 +663,14 @@ fn view(rt: &Runtime, i: usize) -> RouteView {
 fn with_file(mut e: ConfigError, file: &Path) -> ConfigError {
     e.file = file.to_owned();
     e
+}
+
+/// Where an invalid edit of the config file is set aside: `ficus.toml.invalid-<unix seconds>`.
+fn set_aside_path(config: &Path) -> PathBuf {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let mut name = config.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".invalid-{secs}"));
+    config.with_file_name(name)
 }
 
 /// Says in the log which routes are shadowed (served by the monolith, mirrored to the service).

@@ -283,12 +283,22 @@ async fn a_stage_change_takes_a_pending_edit_first_and_never_waits_for_a_broken_
         "{file}"
     );
 
-    // A broken file: the change is live, the file is left as the operator has it.
+    // A broken file: the change is live and written (on the last good config), and the
+    // operator's broken edit is set aside beside the file, not lost.
     std::fs::write(&p.config, "version = 1\n[listen\n").unwrap();
     let (status, route) = p.set_stage("catalog", "monolith", None).await;
     assert_eq!((status, route["stage"].as_str()), (200, Some("monolith")), "{route}");
-    assert_eq!(std::fs::read_to_string(&p.config).unwrap(), "version = 1\n[listen\n");
+    let file = std::fs::read_to_string(&p.config).unwrap();
+    let reloaded = ficus_proxy::Config::parse(&file, &p.config).expect("the file holds a valid config again");
+    assert_eq!(reloaded.routes.iter().find(|r| r.name == "catalog").map(|r| r.stage.as_str()), Some("monolith"));
+    let aside: Vec<std::path::PathBuf> = std::fs::read_dir(p.dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("ficus.toml.invalid-")))
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert_eq!(std::fs::read_to_string(&aside[0]).unwrap(), "version = 1\n[listen\n");
     let (_, all) = p.admin(Method::GET, "/audit?route=catalog", None, Some(TOKEN)).await;
     let why = all["entries"].as_array().unwrap().last().unwrap()["why"].as_str().unwrap().to_owned();
-    assert!(why.ends_with("not written back: the config file is invalid"), "{why}");
+    assert!(why.contains("the file's invalid edit was set aside as"), "{why}");
 }
