@@ -26,12 +26,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
 use crate::metrics::RouteMetrics;
 use crate::policy::judge::{Tally, Verdict, Window, judge, step_for};
-use crate::policy::model::{Percent, RolloutPolicy, Stage};
-use crate::state::{Change, Shared};
+use crate::policy::model::{Percent, Stage};
+use crate::state::{Change, RolloutStatus, Shared};
 
 /// How often the controller looks at the routes.
 pub const TICK: Duration = Duration::from_millis(250);
@@ -66,17 +64,6 @@ pub fn window(step_start: &Snapshot, rollout_start: &Snapshot, now: &Snapshot, e
     Window { service, baseline: now.monolith.since(&rollout_start.monolith), elapsed }
 }
 
-/// Where a route's rollout is, for the admin API and `ficus routes`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RolloutStatus {
-    /// The policy's steps.
-    pub steps: Vec<f64>,
-    /// The current step, from 1.
-    pub step: usize,
-    /// What the controller last decided.
-    pub status: String,
-}
-
 /// A route's rollout in progress.
 struct Progress {
     step: usize,
@@ -98,18 +85,30 @@ impl Rollouts {
         self.routes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A route's rollout, if one is in progress.
-    pub fn status(&self, route: &str, policy: &RolloutPolicy) -> Option<RolloutStatus> {
-        self.lock().get(route).map(|p| RolloutStatus {
-            steps: policy.steps.iter().map(|s| s.as_percent()).collect(),
-            step: p.step + 1,
-            status: p.status.clone(),
-        })
+    /// Tells the shared state where each rollout is, for the admin API.
+    fn publish(&self, shared: &Shared) {
+        let rt = shared.current();
+        let board = self
+            .lock()
+            .iter()
+            .filter_map(|(name, p)| {
+                let policy = rt.config.routes.iter().find(|r| &r.name == name)?.rollout.as_ref()?;
+                Some((
+                    name.clone(),
+                    RolloutStatus {
+                        steps: policy.steps.iter().map(|s| s.as_percent()).collect(),
+                        step: p.step + 1,
+                        status: p.status.clone(),
+                    },
+                ))
+            })
+            .collect();
+        shared.publish_rollouts(board);
     }
 }
 
 /// One pass over the routes (called every [`TICK`] by [`run`]; blocking: it may write files).
-pub fn tick(shared: &Shared) {
+pub fn tick(shared: &Shared, rollouts: &Rollouts) {
     let rt = shared.current();
     let mut live = Vec::new();
     for (i, route) in rt.config.routes.iter().enumerate() {
@@ -122,7 +121,7 @@ pub fn tick(shared: &Shared) {
         // None: still where the controller left it, under the same steps. Otherwise a new
         // rollout (Some(None)), or the percent or the policy's steps changed by someone else
         // (Some(Some(start))): (re)start at the step that percent is at.
-        let restart = match shared.rollouts.lock().get(&route.name) {
+        let restart = match rollouts.lock().get(&route.name) {
             Some(p) if p.percent == route.percent && policy.steps.get(p.step) == Some(&p.percent) => None,
             Some(p) => Some(Some(p.rollout_start.clone())),
             None => Some(None),
@@ -141,7 +140,7 @@ pub fn tick(shared: &Shared) {
                     continue;
                 }
             }
-            shared.rollouts.lock().insert(
+            rollouts.lock().insert(
                 route.name.clone(),
                 Progress {
                     step,
@@ -154,8 +153,8 @@ pub fn tick(shared: &Shared) {
             );
             continue;
         }
-        let mut rollouts = shared.rollouts.lock();
-        let Some(p) = rollouts.get_mut(&route.name) else { continue };
+        let mut progress = rollouts.lock();
+        let Some(p) = progress.get_mut(&route.name) else { continue };
         let window = window(&p.step_start, &p.rollout_start, &now, p.step_started.elapsed());
         let verdict = judge(policy, p.step, &window);
         let (change, next) = match &verdict {
@@ -171,17 +170,17 @@ pub fn tick(shared: &Shared) {
         };
         let change = change.by(BY).expecting(Stage::Canary, p.percent);
         let rollout_start = p.rollout_start.clone();
-        drop(rollouts);
+        drop(progress);
         match shared.set_stage(&route.name, change) {
             Ok(view) => {
                 if let Verdict::Rollback(why) = &verdict {
                     tracing::error!(route = %route.name, "rollout rolled back to the monolith: {why}");
                 }
-                let mut rollouts = shared.rollouts.lock();
+                let mut progress = rollouts.lock();
                 match next {
                     Some(step) => {
                         let percent = policy.steps[step];
-                        rollouts.insert(
+                        progress.insert(
                             route.name.clone(),
                             Progress {
                                 step,
@@ -194,14 +193,15 @@ pub fn tick(shared: &Shared) {
                         );
                     }
                     None => {
-                        rollouts.remove(&route.name);
+                        progress.remove(&route.name);
                     }
                 }
             }
             Err(e) => tracing::warn!(route = %route.name, "rollout change not applied: {e}"),
         }
     }
-    shared.rollouts.lock().retain(|name, _| live.contains(name));
+    rollouts.lock().retain(|name, _| live.contains(name));
+    rollouts.publish(shared);
 }
 
 /// The counters of the route named `name` in the live runtime (the one `set_stage` just swapped in,
@@ -213,12 +213,14 @@ fn snapshot_of(shared: &Shared, name: &str) -> Option<Snapshot> {
 
 /// The controller: a [`tick`] every [`TICK`], off the async threads, until the task is dropped.
 pub async fn run(shared: Arc<Shared>) {
+    // The controller owns the rollouts' progress; the shared state only shows it.
+    let rollouts = Arc::new(Rollouts::default());
     let mut interval = tokio::time::interval(TICK);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
-        let s = shared.clone();
-        let _ = tokio::task::spawn_blocking(move || tick(&s)).await;
+        let (s, r) = (shared.clone(), rollouts.clone());
+        let _ = tokio::task::spawn_blocking(move || tick(&s, &r)).await;
     }
 }
 

@@ -16,7 +16,6 @@ use crate::metrics::{Metrics, REJECTED, RouteMetrics, TargetMetrics, UNMATCHED};
 use crate::policy::model::{Percent, RouteSpec, Stage};
 use crate::policy::route::RouteTable;
 use crate::policy::stage::{self, Allowed, Move, Refused, ShadowRecord};
-use crate::rollout::{RolloutStatus, Rollouts};
 use crate::shadow::{DiffReport, Shadows};
 use crate::upstream::{UpstreamPool, build_pools};
 
@@ -115,6 +114,17 @@ impl Secrets {
             ))),
         }
     }
+}
+
+/// Where a route's rollout is, for the admin API and `ficus routes`.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct RolloutStatus {
+    /// The policy's steps.
+    pub steps: Vec<f64>,
+    /// The current step, from 1.
+    pub step: usize,
+    /// What the controller last decided.
+    pub status: String,
 }
 
 /// A route as the admin API shows it.
@@ -275,7 +285,8 @@ pub struct Shared {
     /// Every stage change.
     pub audit: AuditLog,
     /// Rollouts in progress.
-    pub rollouts: Rollouts,
+    /// Where each rollout is, as the rollout controller last published it.
+    rollouts: Mutex<std::collections::HashMap<String, RolloutStatus>>,
     secrets: Secrets,
 }
 
@@ -303,7 +314,7 @@ impl Shared {
             write_lock: Mutex::new(text),
             shadows,
             audit,
-            rollouts: Rollouts::default(),
+            rollouts: Mutex::default(),
             secrets,
         })
     }
@@ -550,6 +561,11 @@ impl Shared {
         self.route(name).ok_or_else(|| ProxyError::UnknownRoute(name.to_owned()))
     }
 
+    /// Replaces the rollouts shown by the admin API (the rollout controller's progress).
+    pub fn publish_rollouts(&self, board: std::collections::HashMap<String, RolloutStatus>) {
+        *self.rollouts.lock().unwrap_or_else(|p| p.into_inner()) = board;
+    }
+
     /// Every route with its live counters.
     pub fn routes(&self) -> Vec<RouteView> {
         let rt = self.current();
@@ -595,7 +611,7 @@ impl Shared {
     fn view(&self, rt: &Runtime, i: usize) -> RouteView {
         let r = &rt.config.routes[i];
         let mut v = view(rt, i);
-        v.rollout = r.rollout.as_ref().and_then(|p| self.rollouts.status(&r.name, p));
+        v.rollout = self.rollouts.lock().unwrap_or_else(|p| p.into_inner()).get(&r.name).cloned();
         v
     }
 }
