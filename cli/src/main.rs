@@ -121,6 +121,10 @@ old one; it hands its listening sockets over ([server] upgrade_sock) and drains.
         /// Why, recorded in the audit log (see `ficus audit`).
         #[arg(long)]
         reason: Option<String>,
+        /// With a shared state store: change only if the route is still at this version (as
+        /// `ficus routes` shows it); a change made first by anyone else refuses this one.
+        #[arg(long, value_name = "VERSION")]
+        if_version: Option<u64>,
         /// The proxy's admin API.
         #[arg(long, default_value = "http://127.0.0.1:9901")]
         admin: String,
@@ -196,8 +200,8 @@ fn main() -> ExitCode {
         }
         Command::Proxy { config, upgrade, log_format } => proxy::run(config, upgrade, log_format),
         Command::Routes { admin } => proxy::routes(&admin),
-        Command::Stage { route, stage, percent, force, reason, admin } => {
-            proxy::stage(&admin, &route, StageChange { stage, percent, force, reason })
+        Command::Stage { route, stage, percent, force, reason, if_version, admin } => {
+            proxy::stage(&admin, &route, StageChange { stage, percent, force, reason, version: if_version })
         }
         Command::Audit { route, admin } => proxy::audit(&admin, route.as_deref()),
         Command::Diffs { route, admin } => proxy::diffs(&admin, &route),

@@ -45,6 +45,10 @@ pub struct StageChange {
     /// Why, for the audit log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// With a shared store: make the change only if the route is still at this version (as
+    /// `GET /routes` shows it); another change first gives 409.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
 }
 
 /// The admin API's router.
@@ -58,7 +62,16 @@ pub fn router(shared: Arc<Shared>, token: Option<String>) -> Router {
         .route("/audit", get(audit))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
-    Router::new().route("/healthz", get(|| async { "ok\n" })).merge(protected).with_state(state)
+    Router::new().route("/healthz", get(healthz)).merge(protected).with_state(state)
+}
+
+/// 200 while the proxy serves; with a shared store that does not answer, still 200 (the proxy
+/// serves its last state, so a load balancer keeps it) but the body says `degraded`.
+async fn healthz(State(state): State<AdminState>) -> &'static str {
+    match state.shared.store_up() {
+        Some(false) => "degraded: the state store is unreachable; serving the last state, changes refused\n",
+        _ => "ok\n",
+    }
 }
 
 fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
@@ -100,7 +113,8 @@ fn status_of(e: &ProxyError) -> StatusCode {
     match e {
         ProxyError::UnknownRoute(_) => StatusCode::NOT_FOUND,
         ProxyError::InvalidChange(_) => StatusCode::BAD_REQUEST,
-        ProxyError::Config(_) | ProxyError::Gate(_) => StatusCode::CONFLICT,
+        ProxyError::Config(_) | ProxyError::Gate(_) | ProxyError::Conflict(_) => StatusCode::CONFLICT,
+        ProxyError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -139,7 +153,8 @@ async fn set_stage(
         Ok(c) => c
             .force(body.force)
             .by(actor(&headers, extensions.get::<ConnectInfo<SocketAddr>>().map(|p| p.0)))
-            .why(reason),
+            .why(reason)
+            .at_version(body.version),
         Err(e) => return error(status_of(&e), e),
     };
     let shared = state.shared.clone();
@@ -204,5 +219,10 @@ struct AuditQuery {
 
 /// `GET /audit[?route=NAME]`: the last stage changes, oldest first.
 async fn audit(State(state): State<AdminState>, Query(q): Query<AuditQuery>) -> Response {
-    axum::Json(json!({ "entries": state.shared.audit.recent(q.route.as_deref()) })).into_response()
+    let shared = state.shared.clone();
+    match tokio::task::spawn_blocking(move || shared.audit_entries(q.route.as_deref())).await {
+        Ok(Ok(entries)) => axum::Json(json!({ "entries": entries })).into_response(),
+        Ok(Err(e)) => error(status_of(&e), e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
 }

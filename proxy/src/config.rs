@@ -44,6 +44,14 @@ struct RawConfig {
     routes: Vec<Spanned<RawRoute>>,
     #[serde(default)]
     security: RawSecurity,
+    #[serde(default)]
+    state: RawState,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    store: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -161,6 +169,17 @@ pub struct Config {
     pub routes: Vec<RouteSpec>,
     /// What the proxy trusts of its clients.
     pub security: Security,
+    /// Where the routes' live state is kept.
+    pub state: StateOptions,
+}
+
+/// Where the routes' live state (stages, percents, audit log, shadow totals, rollout progress)
+/// is kept (`[state]`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StateOptions {
+    /// `postgres://…`: shared by every instance that names it; `None`: this config file and the
+    /// files beside it (one instance).
+    pub store: Option<String>,
 }
 
 /// What the proxy trusts of its clients (`[security]`).
@@ -868,7 +887,29 @@ impl Validator<'_> {
             max_connections_per_client,
             force_token_env,
         };
-        Ok(Config { listen, server, proxy, upstreams, default_upstream, routes, security })
+        let store = match &raw.state.store {
+            Some(s) if s.get_ref().starts_with("postgres://") || s.get_ref().starts_with("postgresql://") => {
+                Some(s.get_ref().clone())
+            }
+            Some(s) => {
+                return Err(self.err(
+                    s.span(),
+                    "state.store must be a PostgreSQL URL (postgres://USER@HOST:PORT/DATABASE); leave it out to keep \
+                     the state in this file",
+                ));
+            }
+            None => None,
+        };
+        Ok(Config {
+            listen,
+            server,
+            proxy,
+            upstreams,
+            default_upstream,
+            routes,
+            security,
+            state: StateOptions { store },
+        })
     }
 }
 

@@ -125,6 +125,8 @@ pub struct GuardedStream {
     h2: bool,
     /// Counts the connections closed by the head deadline.
     timeouts: prometheus::IntCounter,
+    /// The head deadline has passed (the connection is being closed).
+    timed_out: bool,
 }
 
 /// What the request line read so far holds (`\r` left out).
@@ -216,6 +218,7 @@ impl GuardedStream {
             bad_line: AtomicBool::new(false),
             h2,
             timeouts,
+            timed_out: false,
         }
     }
 
@@ -335,7 +338,10 @@ impl AsyncRead for GuardedStream {
                         Poll::Ready(Ok(()))
                     }
                     Poll::Ready(()) => {
-                        this.timeouts.inc();
+                        // Counted once per connection, however often it is read after this.
+                        if !std::mem::replace(&mut this.timed_out, true) {
+                            this.timeouts.inc();
+                        }
                         Poll::Ready(Err(std::io::Error::new(
                             std::io::ErrorKind::TimedOut,
                             "the request head was not complete within security.header_timeout_ms",

@@ -48,6 +48,13 @@ pub enum ProxyError {
     /// A stage change refused because the route's shadow comparisons do not allow it yet.
     #[error("{0}")]
     Gate(String),
+    /// A stage change refused because another change was made first (compare-and-set on the
+    /// route's version in the shared store).
+    #[error("{0}")]
+    Conflict(String),
+    /// The shared state store cannot be reached: changes are refused until it returns.
+    #[error("{0}")]
+    StoreUnavailable(String),
     /// The admin API answered with an error (client side).
     #[error("admin API answered {status}: {message}")]
     Admin {

@@ -25,6 +25,7 @@ pub mod server;
 pub mod service;
 pub mod shadow;
 pub mod state;
+pub mod store;
 pub mod tls;
 pub mod upstream;
 

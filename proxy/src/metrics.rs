@@ -46,6 +46,9 @@ pub struct Metrics {
     pub connections_closed: IntCounterVec,
     /// Reloads of the TLS listener's certificate by result (`ok` / `error`).
     pub tls_reloads: IntCounterVec,
+    /// 1 while the route state's store answers (always 1 for the config file), 0 when this
+    /// instance serves its last state without it.
+    pub state_store_up: prometheus::IntGauge,
 }
 
 /// Handles for one (route, upstream) pair.
@@ -176,8 +179,14 @@ impl Metrics {
             &["result"],
         )
         .expect("valid metric");
+        let state_store_up = prometheus::IntGauge::new(
+            "ficus_state_store_up",
+            "1 while the route state's store answers; 0: degraded, serving the last state, changes refused",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(connections_closed.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(state_store_up.clone()),
             Box::new(tls_reloads.clone()),
             Box::new(requests.clone()),
             Box::new(latency.clone()),
@@ -214,6 +223,7 @@ impl Metrics {
             route_service_share,
             connections_closed,
             tls_reloads,
+            state_store_up,
         }
     }
 

@@ -18,9 +18,11 @@
 //!
 //! Every change goes through [`Shared::set_stage`], so it is written back to the config file and
 //! to the audit log with its measurements as the reason. The change is conditional on the route
-//! still being where the controller saw it, so an operator's change in between wins. Progress
-//! lives in memory: after a restart a rollout resumes at the percent in the file, with a fresh
-//! window.
+//! still being where the controller saw it, so an operator's change in between wins. With a
+//! shared store the step and when it began are kept there, so a restarted instance resumes the
+//! rollout at its step with the dwell already served (the counters' window starts afresh);
+//! with the config file, progress lives in memory and a rollout resumes from the file's
+//! percent with a fresh window.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -30,6 +32,7 @@ use crate::metrics::RouteMetrics;
 use crate::policy::judge::{Tally, Verdict, Window, judge, step_for};
 use crate::policy::model::{Percent, Stage};
 use crate::state::{Change, RolloutStatus, Shared};
+use crate::store::RolloutRecord;
 
 /// How often the controller looks at the routes.
 pub const TICK: Duration = Duration::from_millis(250);
@@ -78,11 +81,26 @@ struct Progress {
 #[derive(Default)]
 pub struct Rollouts {
     routes: Mutex<HashMap<String, Progress>>,
+    /// Rollouts kept by a shared store before this controller started (a restart resumes them).
+    saved: Mutex<HashMap<String, RolloutRecord>>,
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Keeps where a route's rollout is (with a shared store): the step begun now.
+fn save(shared: &Shared, route: &str, step: usize, percent: Percent) {
+    shared.save_rollout(route, Some(RolloutRecord { step, percent, step_started_ms: unix_ms() }));
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Rollouts {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Progress>> {
-        self.routes.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.routes)
     }
 
     /// Tells the shared state where each rollout is, for the admin API.
@@ -99,6 +117,7 @@ impl Rollouts {
                         steps: policy.steps.iter().map(|s| s.as_percent()).collect(),
                         step: p.step + 1,
                         status: p.status.clone(),
+                        at_step_seconds: p.step_started.elapsed().as_secs_f64(),
                     },
                 ))
             })
@@ -126,6 +145,26 @@ pub fn tick(shared: &Shared, rollouts: &Rollouts) {
             Some(p) => Some(Some(p.rollout_start.clone())),
             None => Some(None),
         };
+        // A rollout this controller has not seen but the store kept, still at its step's percent:
+        // resumed at that step, its dwell counted from when the step began.
+        let resumed =
+            restart.as_ref().is_some_and(Option::is_none).then(|| lock(&rollouts.saved).remove(&route.name)).flatten();
+        if let Some(r) = resumed.filter(|r| r.percent == route.percent && policy.steps.get(r.step) == Some(&r.percent))
+        {
+            let age = Duration::from_millis(unix_ms().saturating_sub(r.step_started_ms));
+            rollouts.lock().insert(
+                route.name.clone(),
+                Progress {
+                    step: r.step,
+                    percent: r.percent,
+                    step_started: Instant::now().checked_sub(age).unwrap_or_else(Instant::now),
+                    step_start: now.clone(),
+                    rollout_start: now.clone(),
+                    status: format!("resumed at step {} after a restart", r.step + 1),
+                },
+            );
+            continue;
+        }
         if let Some(previous_start) = restart {
             let step = step_for(policy, route.percent);
             let target = policy.steps[step];
@@ -140,6 +179,7 @@ pub fn tick(shared: &Shared, rollouts: &Rollouts) {
                     continue;
                 }
             }
+            save(shared, &route.name, step, target);
             rollouts.lock().insert(
                 route.name.clone(),
                 Progress {
@@ -180,6 +220,7 @@ pub fn tick(shared: &Shared, rollouts: &Rollouts) {
                 match next {
                     Some(step) => {
                         let percent = policy.steps[step];
+                        save(shared, &route.name, step, percent);
                         progress.insert(
                             route.name.clone(),
                             Progress {
@@ -194,13 +235,18 @@ pub fn tick(shared: &Shared, rollouts: &Rollouts) {
                     }
                     None => {
                         progress.remove(&route.name);
+                        shared.save_rollout(&route.name, None);
                     }
                 }
             }
             Err(e) => tracing::warn!(route = %route.name, "rollout change not applied: {e}"),
         }
     }
-    rollouts.lock().retain(|name, _| live.contains(name));
+    let ended: Vec<String> = rollouts.lock().keys().filter(|name| !live.contains(name)).cloned().collect();
+    for name in ended {
+        rollouts.lock().remove(&name);
+        shared.save_rollout(&name, None);
+    }
     rollouts.publish(shared);
 }
 
@@ -215,6 +261,10 @@ fn snapshot_of(shared: &Shared, name: &str) -> Option<Snapshot> {
 pub async fn run(shared: Arc<Shared>) {
     // The controller owns the rollouts' progress; the shared state only shows it.
     let rollouts = Arc::new(Rollouts::default());
+    let s = shared.clone();
+    if let Ok(saved) = tokio::task::spawn_blocking(move || s.saved_rollouts()).await {
+        *lock(&rollouts.saved) = saved;
+    }
     let mut interval = tokio::time::interval(TICK);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

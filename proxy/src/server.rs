@@ -177,6 +177,7 @@ impl RunningProxy {
             ));
         }
         let shared = Arc::new(Shared::load_with(&options.config, options.secrets.clone())?);
+        shared.follow_store();
         let config = shared.current().config.clone();
         crate::state::log_shadow_routes(&config);
 
@@ -464,6 +465,19 @@ async fn admin_main(
                 };
                 tracing::info!("{how:?} stop asked by a signal");
                 let _ = stop_proxy.send(Some(how));
+            }
+        });
+    }
+    // With a shared store: this instance's shadow counts go to the fleet's totals every second.
+    if shared.store_up().is_some() {
+        let s = shared.clone();
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let s = s.clone();
+                let _ = tokio::task::spawn_blocking(move || s.flush_shadow_totals()).await;
             }
         });
     }

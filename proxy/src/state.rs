@@ -3,7 +3,9 @@
 //! or change a route's stage, which writes the file first (comments and layout kept, written to a
 //! temporary file then renamed) and only then swaps the new state in.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -17,6 +19,7 @@ use crate::policy::model::{Percent, RouteSpec, Stage};
 use crate::policy::route::RouteTable;
 use crate::policy::stage::{self, Allowed, Move, Refused, ShadowRecord};
 use crate::shadow::{DiffReport, Shadows};
+use crate::store::{PgStore, RolloutRecord, ShadowTotals, StoreError, Stored};
 use crate::upstream::{UpstreamPool, build_pools};
 
 /// One generation of the proxy's state: everything a request reads, swapped as a whole.
@@ -125,6 +128,10 @@ pub struct RolloutStatus {
     pub step: usize,
     /// What the controller last decided.
     pub status: String,
+    /// How long the rollout has been at this step (carried over a restart with a shared
+    /// store).
+    #[serde(default)]
+    pub at_step_seconds: f64,
 }
 
 /// A route as the admin API shows it.
@@ -160,6 +167,9 @@ pub struct RouteView {
     /// The progressive rollout in progress, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutStatus>,
+    /// With a shared store: the version of the route's last change (for compare-and-set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
 }
 
 /// How far the migration is: what `GET /routes` shows beside the routes, and the
@@ -203,12 +213,23 @@ pub struct Change {
     /// Apply only if the route is still at this stage and percent (the rollout controller's
     /// changes, so that an operator's change in between wins).
     pub expect: Option<(Stage, Percent)>,
+    /// With a shared store: apply only if the route's version is still this one (the
+    /// client's compare-and-set); `None`: the version this instance last read.
+    pub expect_version: Option<u64>,
 }
 
 impl Change {
     /// A change to `stage` (and `percent`), by the admin API unless said otherwise.
     pub fn new(stage: Stage, percent: Option<Percent>) -> Change {
-        Change { stage, percent, force: false, by: "admin API".to_owned(), why: String::new(), expect: None }
+        Change {
+            stage,
+            percent,
+            force: false,
+            by: "admin API".to_owned(),
+            why: String::new(),
+            expect: None,
+            expect_version: None,
+        }
     }
 
     /// Parses the admin API's strings.
@@ -240,6 +261,12 @@ impl Change {
     /// Sets `force`.
     pub fn force(mut self, force: bool) -> Change {
         self.force = force;
+        self
+    }
+
+    /// With a shared store, applies only if the route is still at `version`.
+    pub fn at_version(mut self, version: Option<u64>) -> Change {
+        self.expect_version = version;
         self
     }
 
@@ -284,10 +311,95 @@ pub struct Shared {
     pub shadows: Shadows,
     /// Every stage change.
     pub audit: AuditLog,
-    /// Rollouts in progress.
     /// Where each rollout is, as the rollout controller last published it.
     rollouts: Mutex<std::collections::HashMap<String, RolloutStatus>>,
     secrets: Secrets,
+    /// The store shared by a fleet of instances (`[state] store`); `None`: this file.
+    fleet: Option<Fleet>,
+}
+
+/// A fleet's shared store, and what this instance has read of it.
+struct Fleet {
+    store: PgStore,
+    /// Each route's position and version, as last read or written.
+    routes: Mutex<HashMap<String, Stored>>,
+    /// The highest version read: everything above it is new.
+    known: AtomicU64,
+    /// Whether the store answered the last call.
+    up: Arc<AtomicBool>,
+    /// Per route, the local shadow counts already added to the store.
+    shadow_flushed: Mutex<HashMap<String, ShadowTotals>>,
+    /// Per route, the store's shadow totals as last read.
+    shadow_totals: Mutex<HashMap<String, ShadowTotals>>,
+    /// Ends the store's watcher.
+    stop: Arc<AtomicBool>,
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Fleet {
+    /// Moves the config's routes to the positions the store holds, seeding the store with the
+    /// routes it does not know yet (at the file's positions).
+    fn position(&self, config: &mut Config) -> Result<(), StoreError> {
+        let missing: Vec<(String, stage::Position)> = {
+            let known = locked(&self.routes);
+            config
+                .routes
+                .iter()
+                .filter(|r| !known.contains_key(&r.name))
+                .map(|r| (r.name.clone(), stage::Position { stage: r.stage, percent: r.percent }))
+                .collect()
+        };
+        if !missing.is_empty() {
+            let all = self.store.seed_and_load(&missing)?;
+            self.take(all);
+        }
+        let known = locked(&self.routes);
+        for r in &mut config.routes {
+            if let Some(s) = known.get(&r.name) {
+                (r.stage, r.percent) = (s.position.stage, s.position.percent);
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes in routes read from the store; whether any was new.
+    fn take(&self, read: HashMap<String, Stored>) -> bool {
+        let mut routes = locked(&self.routes);
+        let mut changed = false;
+        for (name, s) in read {
+            self.known.fetch_max(s.version, Ordering::Relaxed);
+            if routes.get(&name).is_none_or(|old| old.version < s.version) {
+                routes.insert(name, s);
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    fn version(&self, route: &str) -> u64 {
+        locked(&self.routes).get(route).map_or(0, |s| s.version)
+    }
+
+    fn store_error(&self, e: StoreError) -> ProxyError {
+        match e {
+            StoreError::Conflict { .. } => ProxyError::Conflict(e.to_string()),
+            StoreError::Unavailable(_) => {
+                self.up.store(false, Ordering::Relaxed);
+                ProxyError::StoreUnavailable(format!(
+                    "{e}: changes are refused until it answers again; this instance serves its last state"
+                ))
+            }
+        }
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }
 
 impl Shared {
@@ -300,10 +412,31 @@ impl Shared {
     pub fn load_with(config_path: &Path, secrets: Secrets) -> Result<Shared, ProxyError> {
         let config_path = crate::config::absolute(config_path);
         remove_stale_temporaries(&config_path);
-        let (config, text) = Config::load(&config_path)?;
+        let (mut config, text) = Config::load(&config_path)?;
         let metrics = Metrics::new();
         let audit = AuditLog::open(config.audit_path(&config_path));
         let shadows = Shadows::default();
+        let fleet = match &config.state.store {
+            None => None,
+            Some(url) => {
+                let store = PgStore::connect(url).map_err(|e| {
+                    ProxyError::StoreUnavailable(format!("{}: state.store: {e}", config_path.display()))
+                })?;
+                let fleet = Fleet {
+                    store,
+                    routes: Mutex::default(),
+                    known: AtomicU64::new(0),
+                    up: Arc::new(AtomicBool::new(true)),
+                    shadow_flushed: Mutex::default(),
+                    shadow_totals: Mutex::default(),
+                    stop: Arc::new(AtomicBool::new(false)),
+                };
+                fleet.position(&mut config).map_err(|e| {
+                    ProxyError::StoreUnavailable(format!("{}: state.store: {e}", config_path.display()))
+                })?;
+                Some(fleet)
+            }
+        };
         let runtime =
             Runtime::build(config, &metrics, &[], &secrets, &shadows).map_err(|e| with_file(e, &config_path))?;
         metrics.reloads.with_label_values(&["ok"]).inc();
@@ -316,7 +449,117 @@ impl Shared {
             audit,
             rollouts: Mutex::default(),
             secrets,
+            fleet,
         })
+    }
+
+    /// With a shared store: starts following it (LISTEN/NOTIFY, a read every few seconds and
+    /// after every reconnect). Nothing to do without one.
+    pub fn follow_store(self: &Arc<Self>) {
+        let Some(f) = &self.fleet else { return };
+        let weak = Arc::downgrade(self);
+        let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+            if let Some(shared) = weak.upgrade() {
+                shared.sync_from_store();
+            }
+        });
+        f.store.watch(wake, f.up.clone(), f.stop.clone());
+    }
+
+    /// Whether the shared store answers; `None` without one.
+    pub fn store_up(&self) -> Option<bool> {
+        self.fleet.as_ref().map(|f| f.up.load(Ordering::Relaxed))
+    }
+
+    /// Reads what changed in the shared store since this instance last looked, and makes it
+    /// live.
+    pub fn sync_from_store(&self) {
+        let Some(f) = &self.fleet else { return };
+        let _writer = self.lock();
+        match f.store.changes_since(f.known.load(Ordering::Relaxed)) {
+            Ok(read) => {
+                if !f.up.swap(true, Ordering::Relaxed) {
+                    tracing::info!("state store: reachable again, caught up");
+                }
+                if f.take(read) {
+                    let mut config = self.current().config.clone();
+                    if let Err(e) = f.position(&mut config) {
+                        tracing::warn!("state store: {e}");
+                        return;
+                    }
+                    self.make_live(config);
+                }
+            }
+            Err(e) => {
+                if f.up.swap(false, Ordering::Relaxed) {
+                    tracing::error!("{e}; serving the last state");
+                }
+            }
+        }
+    }
+
+    /// Swaps in a runtime built from `config` (a writer holds the lock).
+    fn make_live(&self, config: Config) {
+        let old = self.state.load();
+        match Runtime::build(config, &self.metrics, &old.pools, &self.secrets, &self.shadows) {
+            Ok(rt) => self.state.store(Arc::new(rt)),
+            Err(e) => tracing::error!("{}", with_file(e, &self.config_path)),
+        }
+    }
+
+    /// Adds this instance's new shadow counts to the store's totals and reads them back (every
+    /// second, from the admin runtime). Nothing to do without a shared store.
+    pub fn flush_shadow_totals(&self) {
+        let Some(f) = &self.fleet else { return };
+        let rt = self.current();
+        let mut deltas = Vec::new();
+        let mut flushed = locked(&f.shadow_flushed);
+        for r in &rt.config.routes {
+            let Some(report) = self.shadows.report(&r.name) else { continue };
+            let now = ShadowTotals::of(&report);
+            let before = flushed.get(&r.name).copied().unwrap_or_default();
+            deltas.push((r.name.clone(), now.since(&before)));
+        }
+        match f.store.add_shadow(&deltas) {
+            Ok(totals) => {
+                for (name, d) in &deltas {
+                    let entry = flushed.entry(name.clone()).or_default();
+                    *entry = entry.plus(d);
+                }
+                *locked(&f.shadow_totals) = totals;
+            }
+            Err(e) => {
+                f.up.store(false, Ordering::Relaxed);
+                tracing::debug!("shadow totals not flushed: {e}");
+            }
+        }
+    }
+
+    /// The audit log's last entries (one route's when `route` is given): the shared store's
+    /// with one, else this instance's file.
+    pub fn audit_entries(&self, route: Option<&str>) -> Result<Vec<Entry>, ProxyError> {
+        match &self.fleet {
+            Some(f) => f.store.audit(route).map_err(|e| f.store_error(e)),
+            None => Ok(self.audit.recent(route)),
+        }
+    }
+
+    /// Keeps where a route's rollout is, so that a restarted instance resumes it (with a shared
+    /// store; without one, progress lives in memory).
+    pub fn save_rollout(&self, route: &str, record: Option<RolloutRecord>) {
+        if let Some(f) = &self.fleet
+            && let Err(e) = f.store.save_rollout(route, record)
+        {
+            tracing::warn!(route, "rollout progress not saved: {e}");
+        }
+    }
+
+    /// The rollouts kept in the shared store.
+    pub fn saved_rollouts(&self) -> HashMap<String, RolloutRecord> {
+        match &self.fleet {
+            Some(f) => f.store.rollouts().unwrap_or_default(),
+            None => HashMap::new(),
+        }
     }
 
     /// The current state (lock-free).
@@ -401,9 +644,22 @@ impl Shared {
 
     /// The shadow gate's input for a route: what its shadow has shown so far.
     pub fn shadow_record(&self, name: &str) -> ShadowRecord {
-        match self.shadows.report(name) {
-            Some(r) => ShadowRecord { shadowed: true, compared: r.compared, mismatched: r.mismatched },
+        match self.shadow_counts(name) {
+            Some(t) => ShadowRecord { shadowed: true, compared: t.compared, mismatched: t.mismatched },
             None => ShadowRecord::default(),
+        }
+    }
+
+    /// A route's shadow counts: this instance's, plus (with a shared store) the fleet's totals
+    /// less what this instance already added to them. `None` when never shadowed.
+    fn shadow_counts(&self, name: &str) -> Option<ShadowTotals> {
+        let local = self.shadows.report(name).map(|r| ShadowTotals::of(&r));
+        let Some(f) = &self.fleet else { return local };
+        let fleet = locked(&f.shadow_totals).get(name).copied();
+        let flushed = locked(&f.shadow_flushed).get(name).copied().unwrap_or_default();
+        match (fleet, local) {
+            (None, None) => None,
+            (fleet, local) => Some(fleet.unwrap_or_default().plus(&local.unwrap_or_default().since(&flushed))),
         }
     }
 
@@ -422,7 +678,10 @@ impl Shared {
                     self.config_path.display()
                 );
             }
-            if gate == Gate::Hold {
+            if let Some(f) = &self.fleet {
+                // The store holds the positions; the file's only seed new routes.
+                f.position(&mut config).map_err(|e| f.store_error(e))?;
+            } else if gate == Gate::Hold {
                 for r in &mut config.routes {
                     let Some(live) = old.config.routes.iter().find(|o| o.name == r.name) else { continue };
                     let from = stage::Position { stage: live.stage, percent: live.percent };
@@ -458,7 +717,10 @@ impl Shared {
     /// under `shadow_max_mismatch`; so is going from `monolith` to them once the route has been
     /// shadowed since the proxy started. `force` overrides (and is logged and audited).
     pub fn set_stage(&self, name: &str, change: Change) -> Result<RouteView, ProxyError> {
-        let Change { stage, percent, force, by, mut why, expect } = change;
+        if let Some(f) = &self.fleet {
+            return self.set_stage_in_store(f, name, change);
+        }
+        let Change { stage, percent, force, by, mut why, expect, expect_version: _ } = change;
         let mut last = self.lock();
         let disk = std::fs::read_to_string(&self.config_path)
             .map_err(|source| ProxyError::Io { path: self.config_path.clone(), source })?;
@@ -561,6 +823,68 @@ impl Shared {
         self.route(name).ok_or_else(|| ProxyError::UnknownRoute(name.to_owned()))
     }
 
+    /// A stage change with a shared store: decided by the same rules, written to the store with
+    /// its audit record as a compare-and-set on the route's version, then made live here; the
+    /// other instances follow within a second.
+    fn set_stage_in_store(&self, f: &Fleet, name: &str, change: Change) -> Result<RouteView, ProxyError> {
+        let _writer = self.lock();
+        let current = self.current();
+        let Some(route) = current.config.routes.iter().find(|r| r.name == name) else {
+            return Err(ProxyError::UnknownRoute(name.to_owned()));
+        };
+        let from = stage::Position { stage: route.stage, percent: route.percent };
+        let m = Move {
+            stage: change.stage,
+            percent: change.percent,
+            force: change.force,
+            expect: change.expect.map(|(stage, percent)| stage::Position { stage, percent }),
+        };
+        let mut why = change.why;
+        let to = match stage::decide(route, from, &m, &self.shadow_record(name)) {
+            Ok(Allowed::Unchanged) => {
+                drop(current);
+                return self.route(name).ok_or_else(|| ProxyError::UnknownRoute(name.to_owned()));
+            }
+            Ok(Allowed::To { position, forced }) => {
+                if let Some(reason) = forced {
+                    tracing::warn!(
+                        route = name,
+                        to = change.stage.as_str(),
+                        "shadow gate overridden by force: {reason}"
+                    );
+                    why = format!("{why}; forced past the shadow gate ({reason})");
+                }
+                position
+            }
+            Err(Refused::Moved { now }) => {
+                return Err(ProxyError::InvalidChange(format!("route `{name}` moved to {now} meanwhile")));
+            }
+            Err(refused @ Refused::Gate(_)) => {
+                return Err(ProxyError::Gate(format!(
+                    "route `{name}` may not go to {} yet: {refused}",
+                    change.stage.as_str()
+                )));
+            }
+        };
+        let entry = Entry {
+            time: crate::audit::now(),
+            route: name.to_owned(),
+            from: position(from.stage, from.percent),
+            to: position(to.stage, to.percent),
+            why: if why.is_empty() { "no reason given".to_owned() } else { why.trim_start_matches("; ").to_owned() },
+            by: change.by,
+        };
+        let expected = change.expect_version.unwrap_or_else(|| f.version(name));
+        let version = f.store.change(name, expected, to, &entry).map_err(|e| f.store_error(e))?;
+        f.up.store(true, Ordering::Relaxed);
+        f.take(HashMap::from([(name.to_owned(), Stored { position: to, version })]));
+        let mut config = current.config.clone();
+        drop(current);
+        f.position(&mut config).map_err(|e| f.store_error(e))?;
+        self.make_live(config);
+        self.route(name).ok_or_else(|| ProxyError::UnknownRoute(name.to_owned()))
+    }
+
     /// Replaces the rollouts shown by the admin API (the rollout controller's progress).
     pub fn publish_rollouts(&self, board: std::collections::HashMap<String, RolloutStatus>) {
         *self.rollouts.lock().unwrap_or_else(|p| p.into_inner()) = board;
@@ -587,6 +911,7 @@ impl Shared {
             m.migration_routes.with_label_values(&[stage]).set(n as i64);
         }
         m.migration_endpoint_share.set(p.endpoint_share);
+        m.state_store_up.set(i64::from(self.store_up().unwrap_or(true)));
         m.migration_traffic_share.set(p.traffic_share);
         m.route_service_share.reset();
         for r in &rt.config.routes {
@@ -599,7 +924,13 @@ impl Shared {
     pub fn diffs(&self, name: &str) -> Option<DiffReport> {
         let rt = self.current();
         rt.config.routes.iter().find(|r| r.name == name)?;
-        Some(self.shadows.report(name).unwrap_or_else(|| DiffReport::empty(name)))
+        let mut report = self.shadows.report(name).unwrap_or_else(|| DiffReport::empty(name));
+        if self.fleet.is_some()
+            && let Some(counts) = self.shadow_counts(name)
+        {
+            counts.into_report(&mut report);
+        }
+        Some(report)
     }
 
     /// One route.
@@ -612,6 +943,7 @@ impl Shared {
         let r = &rt.config.routes[i];
         let mut v = view(rt, i);
         v.rollout = self.rollouts.lock().unwrap_or_else(|p| p.into_inner()).get(&r.name).cloned();
+        v.version = self.fleet.as_ref().map(|f| f.version(&r.name));
         v
     }
 }
@@ -673,6 +1005,7 @@ fn view(rt: &Runtime, i: usize) -> RouteView {
         fallbacks: m.fallbacks.get(),
         shadow_writes: r.shadow_writes,
         rollout: None,
+        version: None,
     }
 }
 

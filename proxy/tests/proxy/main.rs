@@ -4,6 +4,7 @@
 mod admin;
 mod bypass;
 mod fallback;
+mod fleet;
 mod fuzz;
 mod lifecycle;
 mod reload;
