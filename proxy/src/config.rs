@@ -13,8 +13,8 @@ use toml::Spanned;
 
 use crate::error::{ConfigError, ProxyError};
 use crate::policy::model::{
-    Cohort, DEFAULT_SHADOW_HEADERS, DEFAULT_SHADOW_MAX_PER_SECOND, HeaderMatch, PathTemplate, Percent, RolloutPolicy,
-    RouteSpec, Stage,
+    Cohort, DEFAULT_SHADOW_HEADERS, DEFAULT_SHADOW_MAX_PER_SECOND, HeaderMatch, PathTemplate, Percent, RateLimit,
+    RolloutPolicy, RouteSpec, Stage,
 };
 
 /// Default of a route's `shadow_max_mismatch`.
@@ -109,6 +109,10 @@ struct RawUpstream {
     sni: Option<Spanned<String>>,
     ca_file: Option<Spanned<String>>,
     h2: Option<bool>,
+    max_concurrent: Option<Spanned<i64>>,
+    queue_timeout_ms: Option<Spanned<i64>>,
+    retries: Option<Spanned<i64>>,
+    resolve_every_ms: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -136,6 +140,15 @@ struct RawRoute {
     shadow_headers: Option<Spanned<Vec<String>>>,
     shadow_max_per_second: Option<Spanned<i64>>,
     rollout: Option<Spanned<RawRollout>>,
+    fallback_on_404: Option<Spanned<bool>>,
+    rate_limit: Option<Spanned<RawRateLimit>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimit {
+    per_second: Spanned<i64>,
+    key: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -376,6 +389,15 @@ pub struct UpstreamSpec {
     pub read_timeout: Duration,
     /// Reached over TLS; `None`: plain HTTP.
     pub tls: Option<UpstreamTls>,
+    /// The bulkhead: at most this many requests in flight to it; `None`: no cap.
+    pub max_concurrent: Option<usize>,
+    /// How long a request waits for a place under `max_concurrent` before it gets 503.
+    pub queue_timeout: Duration,
+    /// Retries of an idempotent request that failed before an answer (or got 502/503), with
+    /// jittered backoff, inside the upstream's retry budget.
+    pub retries: u32,
+    /// How often names among its addresses are resolved again.
+    pub resolve_every: Duration,
     /// The line of its `[upstreams.NAME]` table, for errors found later (an address that does
     /// not resolve, an unreadable CA file).
     pub line: usize,
@@ -705,6 +727,28 @@ impl Validator<'_> {
                     30_000,
                     3_600_000,
                 )? as u64),
+                max_concurrent: u
+                    .max_concurrent
+                    .as_ref()
+                    .map(|_| self.positive(&u.max_concurrent, "max_concurrent", 1, 1_000_000).map(|n| n as usize))
+                    .transpose()?,
+                queue_timeout: Duration::from_millis(self.positive(
+                    &u.queue_timeout_ms,
+                    "queue_timeout_ms",
+                    100,
+                    60_000,
+                )? as u64),
+                retries: match &u.retries {
+                    None => 0,
+                    Some(r) if (0..=10).contains(r.get_ref()) => *r.get_ref() as u32,
+                    Some(r) => return Err(self.err(r.span(), format!("upstream `{name}`: retries must be 0 to 10"))),
+                },
+                resolve_every: Duration::from_millis(self.positive(
+                    &u.resolve_every_ms,
+                    "resolve_every_ms",
+                    5_000,
+                    86_400_000,
+                )? as u64),
             });
         }
         let upstream_index = |s: &Spanned<String>| -> Result<usize, ConfigError> {
@@ -833,6 +877,39 @@ impl Validator<'_> {
                 })?,
             };
             let rollout = r.rollout.as_ref().map(|p| self.rollout(name, p)).transpose()?;
+            let fallback_on_404 = match &r.fallback_on_404 {
+                Some(f) if *f.get_ref() && !r.fallback.unwrap_or(false) => {
+                    return Err(self.err(
+                        f.span(),
+                        format!("route `{name}`: fallback_on_404 needs fallback = true (it is a kind of fallback)"),
+                    ));
+                }
+                Some(f) => *f.get_ref(),
+                None => false,
+            };
+            let rate_limit = match &r.rate_limit {
+                None => None,
+                Some(rl) => {
+                    let raw = rl.get_ref();
+                    let per_second = *raw.per_second.get_ref();
+                    if !(1..=10_000_000).contains(&per_second) {
+                        return Err(self.err(
+                            raw.per_second.span(),
+                            format!("route `{name}`: rate_limit.per_second must be 1 to 10000000"),
+                        ));
+                    }
+                    let key = match &raw.key {
+                        None => Cohort::Ip,
+                        Some(k) => Cohort::parse(k.get_ref()).ok_or_else(|| {
+                            self.err(
+                                k.span(),
+                                format!("route `{name}`: rate_limit.key must be header:NAME, cookie:NAME or ip"),
+                            )
+                        })?,
+                    };
+                    Some(RateLimit { per_second: per_second as u64, key })
+                }
+            };
             routes.push(RouteSpec {
                 name: name.clone(),
                 path,
@@ -850,6 +927,8 @@ impl Validator<'_> {
                 shadow_headers,
                 shadow_max_per_second,
                 rollout,
+                fallback_on_404,
+                rate_limit,
                 line,
             });
         }

@@ -49,6 +49,12 @@ pub struct Metrics {
     /// 1 while the route state's store answers (always 1 for the config file), 0 when this
     /// instance serves its last state without it.
     pub state_store_up: prometheus::IntGauge,
+    /// Requests refused by a route's rate limit (429), by route.
+    pub rate_limited: IntCounterVec,
+    /// Requests refused because an upstream's bulkhead stayed full (503), by upstream.
+    pub bulkhead_rejected: IntCounterVec,
+    /// Retries made, by upstream.
+    pub retries: IntCounterVec,
 }
 
 /// Handles for one (route, upstream) pair.
@@ -93,6 +99,8 @@ pub struct RouteMetrics {
     /// Requests that would have fallen back but could not: their body was over the retry
     /// buffer ([`FALLBACK_BODY_LIMIT`]).
     pub fallback_impossible: IntCounter,
+    /// Requests refused by the route's rate limit.
+    pub rate_limited: IntCounter,
 }
 
 /// Pingora keeps this much of a request body to send it again (a fixed size in Pingora
@@ -184,8 +192,23 @@ impl Metrics {
             "1 while the route state's store answers; 0: degraded, serving the last state, changes refused",
         )
         .expect("valid metric");
+        let counter = |name: &str, help: &str, label: &str| {
+            IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric")
+        };
+        let rate_limited =
+            counter("ficus_rate_limited_total", "Requests refused by the route's rate limit (429)", "route");
+        let bulkhead_rejected = counter(
+            "ficus_bulkhead_rejected_total",
+            "Requests refused because the upstream's max_concurrent places stayed taken (503)",
+            "upstream",
+        );
+        let retries =
+            counter("ficus_retries_total", "Retries of idempotent requests, inside the retry budget", "upstream");
         for c in [
             Box::new(connections_closed.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(rate_limited.clone()),
+            Box::new(bulkhead_rejected.clone()),
+            Box::new(retries.clone()),
             Box::new(state_store_up.clone()),
             Box::new(tls_reloads.clone()),
             Box::new(requests.clone()),
@@ -224,6 +247,9 @@ impl Metrics {
             connections_closed,
             tls_reloads,
             state_store_up,
+            rate_limited,
+            bulkhead_rejected,
+            retries,
         }
     }
 
@@ -251,6 +277,7 @@ impl Metrics {
             monolith: self.target(route, monolith),
             fallbacks: self.fallbacks.with_label_values(&[route]),
             fallback_impossible: self.fallback_impossible.with_label_values(&[route]),
+            rate_limited: self.rate_limited.with_label_values(&[route]),
         }
     }
 

@@ -27,7 +27,7 @@ use tokio::sync::watch;
 use crate::conn::Guard;
 use crate::error::ProxyError;
 use crate::service::FicusProxy;
-use crate::state::{Secrets, Shared};
+use crate::state::{Environment, Resolver, Secrets, Shared};
 use crate::tls::CertStore;
 use pingora::listeners::tls::TlsSettings;
 
@@ -46,6 +46,8 @@ pub struct StartOptions {
     /// Where the secrets the config names by environment variable come from (default: the
     /// environment).
     pub secrets: Secrets,
+    /// How upstream names resolve (default: the system's resolver).
+    pub resolver: Resolver,
 }
 
 /// How to stop.
@@ -176,7 +178,8 @@ impl RunningProxy {
                     .to_owned(),
             ));
         }
-        let shared = Arc::new(Shared::load_with(&options.config, options.secrets.clone())?);
+        let env = Environment { secrets: options.secrets.clone(), resolver: options.resolver.clone() };
+        let shared = Arc::new(Shared::load_in(&options.config, env)?);
         shared.follow_store();
         let config = shared.current().config.clone();
         crate::state::log_shadow_routes(&config);
@@ -481,6 +484,17 @@ async fn admin_main(
             }
         });
     }
+    // Upstream names resolved again on their period (each upstream's resolve_every_ms).
+    let dns = shared.clone();
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let s = dns.clone();
+            let _ = tokio::task::spawn_blocking(move || s.refresh_dns()).await;
+        }
+    });
     // Progressive rollouts of the routes in canary that have a policy.
     tasks.spawn(crate::rollout::run(shared.clone()));
     // Active health checks of every upstream of the live config.

@@ -46,8 +46,17 @@ pub struct Ctx {
     /// Idempotent, on a service target whose route allows fallback.
     can_fall_back: bool,
     fell_back: bool,
-    /// Set by `upstream_response_filter` when a 5xx from the service is turned into a retry.
-    retry_on_monolith: bool,
+    /// Set by `upstream_response_filter` when an answer is turned into another try (a
+    /// fallback, or a retry of a 502/503).
+    retry_asked: bool,
+    /// Retries made (not counting other addresses after a failed connect, nor fallbacks).
+    retries: u32,
+    /// The next attempt waits a jittered backoff first.
+    backoff_next: bool,
+    /// The place held in the upstream's bulkhead, given back when the request ends.
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// Seconds a refused client should wait (`Retry-After`).
+    retry_after: Option<u64>,
     /// A response head from the upstream was accepted: no retry after this.
     answered: bool,
     /// (upstream, endpoint) of the current attempt.
@@ -88,6 +97,14 @@ fn append_capped(buf: &mut BytesMut, chunk: &[u8], too_large: &mut bool) {
 thread_local! {
     /// Per-thread xorshift state, seeded from the OS-random `RandomState`.
     static RNG: std::cell::Cell<u64> = std::cell::Cell::new(std::hash::RandomState::new().hash_one(0u64) | 1);
+}
+
+/// The wait before retry `n` (from 1): 25 ms doubled each time, up to 1 s, times a random
+/// factor in [0.5, 1.5), so that retries of many requests do not arrive together.
+fn backoff(n: u32) -> std::time::Duration {
+    let base = 25u64 << n.saturating_sub(1).min(6);
+    let jitter = 500 + random_u64() % 1000;
+    std::time::Duration::from_micros(base.min(1000) * jitter)
 }
 
 /// A fast per-thread pseudo-random number (xorshift64*): ids for tracing need to be unique and
@@ -157,6 +174,9 @@ impl FicusProxy {
         resp.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
         resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
         resp.insert_header(http::header::CACHE_CONTROL, "private, no-store")?;
+        if let Some(after) = ctx.retry_after {
+            resp.insert_header(http::header::RETRY_AFTER, after.to_string())?;
+        }
         if let (Some(rt), Some((upstream, _))) = (&ctx.rt, ctx.serving)
             && rt.config.proxy.upstream_header
         {
@@ -230,6 +250,20 @@ impl FicusProxy {
         });
     }
 
+    /// Takes a retry on the same upstream when the request is idempotent, the upstream allows
+    /// more (`retries`) and its retry budget has one; the next attempt waits a backoff first.
+    fn try_retry(&self, ctx: &mut Ctx) -> bool {
+        let (Some(rt), Some(d), Some((u, _))) = (&ctx.rt, ctx.decision, ctx.serving) else { return false };
+        let pool = &rt.pools[u];
+        if !d.idempotent || ctx.answered || ctx.retries >= pool.spec.retries || !pool.retry_budget.withdraw() {
+            return false;
+        }
+        ctx.retries += 1;
+        ctx.backoff_next = true;
+        self.shared.metrics.retries.with_label_values(&[pool.name()]).inc();
+        true
+    }
+
     fn breaker_failure(ctx: &Ctx) {
         if let (Some(rt), Some((u, e))) = (&ctx.rt, ctx.serving) {
             rt.pools[u].endpoints[e].breaker.failure();
@@ -301,6 +335,15 @@ impl FicusProxy {
         let client_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
         let head = RequestHead { method: &req.method, path: req.uri.path(), headers: &req.headers, client_ip };
         let decision = select(&rt.table, &head);
+        if let Some(r) = decision.route
+            && let Some(limiter) = &rt.limiters[r]
+            && let Err(after) = limiter.admit(&head)
+        {
+            rt.route_metrics[r].rate_limited.inc();
+            ctx.retry_after = Some(after);
+            ctx.decision = Some(decision);
+            return Ok(Some((429, "too many requests: this route's rate limit".into())));
+        }
         ctx.can_fall_back = decision.can_fall_back;
         let needs_buffer = ctx.can_fall_back && !matches!(req.method, Method::GET | Method::HEAD);
         ctx.decision = Some(decision);
@@ -589,7 +632,11 @@ impl ProxyHttp for FicusProxy {
             decision: None,
             can_fall_back: false,
             fell_back: false,
-            retry_on_monolith: false,
+            retry_asked: false,
+            retries: 0,
+            backoff_next: false,
+            permit: None,
+            retry_after: None,
             answered: false,
             serving: None,
             tries: 0,
@@ -647,24 +694,57 @@ impl ProxyHttp for FicusProxy {
         let (Some(rt), Some(d)) = (ctx.rt.clone(), ctx.decision) else {
             return Error::e_explain(ErrorType::InternalError, "no routing decision");
         };
+        if std::mem::take(&mut ctx.backoff_next) {
+            tokio::time::sleep(backoff(ctx.retries)).await;
+        }
         ctx.tries += 1;
-        let mut upstream = match (ctx.fell_back, d.fallback) {
-            (true, Some(monolith)) => monolith,
-            _ => d.upstream,
-        };
-        let endpoint = match rt.pools[upstream].pick() {
-            Some(e) => e,
-            None if Self::try_fall_back(ctx) => {
-                upstream = d.fallback.unwrap_or(upstream);
-                let pool = &rt.pools[upstream];
-                pool.pick().unwrap_or_else(|| pool.pick_any())
+        // The place held in a bulkhead goes back before another is taken (a retry, a fallback).
+        ctx.permit = None;
+        loop {
+            let mut upstream = match (ctx.fell_back, d.fallback) {
+                (true, Some(monolith)) => monolith,
+                _ => d.upstream,
+            };
+            let endpoint = match rt.pools[upstream].pick() {
+                Some(e) => e,
+                None if Self::try_fall_back(ctx) => {
+                    upstream = d.fallback.unwrap_or(upstream);
+                    let pool = &rt.pools[upstream];
+                    pool.pick().unwrap_or_else(|| pool.pick_any())
+                }
+                // Nothing healthy and nowhere to fall back to: try anyway rather than refuse.
+                None => rt.pools[upstream].pick_any(),
+            };
+            ctx.serving = Some((upstream, endpoint));
+            ctx.answered = false;
+            let pool = &rt.pools[upstream];
+            if let Some(bulkhead) = &pool.bulkhead {
+                let place = match bulkhead.clone().try_acquire_owned() {
+                    Ok(p) => Some(p),
+                    Err(_) => tokio::time::timeout(pool.spec.queue_timeout, bulkhead.clone().acquire_owned())
+                        .await
+                        .ok()
+                        .and_then(Result::ok),
+                };
+                match place {
+                    Some(p) => ctx.permit = Some(p),
+                    None => {
+                        self.shared.metrics.bulkhead_rejected.with_label_values(&[pool.name()]).inc();
+                        if Self::try_fall_back(ctx) {
+                            continue;
+                        }
+                        return Error::e_explain(
+                            ErrorType::HTTPStatus(503),
+                            format!("upstream `{}` has max_concurrent requests in flight", pool.name()),
+                        );
+                    }
+                }
             }
-            // Nothing healthy and nowhere to fall back to: try anyway rather than refuse.
-            None => rt.pools[upstream].pick_any(),
-        };
-        ctx.serving = Some((upstream, endpoint));
-        ctx.answered = false;
-        Ok(Box::new(rt.pools[upstream].endpoints[endpoint].peer.clone()))
+            if ctx.tries == 1 {
+                pool.retry_budget.deposit();
+            }
+            return Ok(Box::new(pool.endpoints[endpoint].peer.clone()));
+        }
     }
 
     fn fail_to_connect(&self, _session: &mut Session, peer: &HttpPeer, ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
@@ -691,7 +771,7 @@ impl ProxyHttp for FicusProxy {
         if ctx.tries < addresses {
             // Another address of the same upstream; the request was not sent, so this is safe.
             e.set_retry(true);
-        } else if Self::try_fall_back(ctx) {
+        } else if self.try_retry(ctx) || Self::try_fall_back(ctx) {
             e.set_retry(true);
         } else {
             e.set_retry(false);
@@ -716,10 +796,19 @@ impl ProxyHttp for FicusProxy {
         } else if let (Some(rt), Some((u, e))) = (&ctx.rt, ctx.serving) {
             rt.pools[u].endpoints[e].breaker.success();
         }
-        if on_service && status.is_server_error() && Self::try_fall_back(ctx) {
-            ctx.retry_on_monolith = true;
-            let mut e =
-                Error::explain(ErrorType::HTTPStatus(code), "service answered 5xx: falling back to the monolith");
+        let not_there = code == 404
+            && on_service
+            && matches!((&ctx.rt, ctx.decision), (Some(rt), Some(Decision { route: Some(r), .. })) if rt.config.routes[r].fallback_on_404);
+        let again = if matches!(code, 502 | 503) && self.try_retry(ctx) {
+            Some("upstream answered 502/503: retrying")
+        } else if on_service && (status.is_server_error() || not_there) && Self::try_fall_back(ctx) {
+            Some("service failed: falling back to the monolith")
+        } else {
+            None
+        };
+        if let Some(why) = again {
+            ctx.retry_asked = true;
+            let mut e = Error::explain(ErrorType::HTTPStatus(code), why);
             e.set_retry(true);
             return Err(e);
         }
@@ -736,7 +825,7 @@ impl ProxyHttp for FicusProxy {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
-        if std::mem::take(&mut ctx.retry_on_monolith) {
+        if std::mem::take(&mut ctx.retry_asked) {
             e.set_retry(true);
             return e;
         }
@@ -745,7 +834,7 @@ impl ProxyHttp for FicusProxy {
             Self::breaker_failure(ctx);
             if truncated && ctx.can_fall_back && !ctx.fell_back {
                 Self::fallback_impossible(ctx);
-            } else if !truncated && Self::try_fall_back(ctx) {
+            } else if !truncated && (self.try_retry(ctx) || Self::try_fall_back(ctx)) {
                 e.set_retry(true);
                 return e;
             }

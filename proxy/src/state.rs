@@ -20,7 +20,7 @@ use crate::policy::route::RouteTable;
 use crate::policy::stage::{self, Allowed, Move, Refused, ShadowRecord};
 use crate::shadow::{DiffReport, Shadows};
 use crate::store::{PgStore, RolloutRecord, ShadowTotals, StoreError, Stored};
-use crate::upstream::{UpstreamPool, build_pools};
+use crate::upstream::{Resolve, SystemResolver, UpstreamPool, build_pools};
 
 /// One generation of the proxy's state: everything a request reads, swapped as a whole.
 pub struct Runtime {
@@ -39,6 +39,18 @@ pub struct Runtime {
     /// Per route, its shadow when the route is in stage shadow: resolved here, so a shadowed
     /// request takes no lock to find it.
     pub shadows: Vec<Option<Arc<crate::shadow::RouteShadow>>>,
+    /// Per route, its rate limiter when it has a `rate_limit`.
+    pub limiters: Vec<Option<Arc<crate::limit::RouteLimiter>>>,
+}
+
+/// What runtimes share across reloads: the shadows' queues and stats, the rate limiters'
+/// counts.
+#[derive(Default)]
+pub struct Kept {
+    /// The shadow stage's queues and comparison stats, by route name.
+    pub shadows: Shadows,
+    /// The rate limiters, by route name.
+    pub limiters: crate::limit::Limiters,
 }
 
 impl Runtime {
@@ -46,12 +58,13 @@ impl Runtime {
         config: Config,
         metrics: &Metrics,
         previous: &[Arc<UpstreamPool>],
-        secrets: &Secrets,
-        shadows: &Shadows,
+        env: &Environment,
+        kept: &Kept,
     ) -> Result<Runtime, ConfigError> {
+        let secrets = &env.secrets;
         let force_token = config.security.force_token_env.as_ref().map(|r| secrets.resolve(r)).transpose()?;
         let table = RouteTable::build(&config, force_token);
-        let pools = build_pools(&config.upstreams, &config.proxy, previous)?;
+        let pools = build_pools(&config.upstreams, &config.proxy, previous, env.resolver.0.as_ref())?;
         let monolith = &config.upstreams[config.default_upstream].name;
         let route_metrics = config
             .routes
@@ -64,10 +77,39 @@ impl Runtime {
             .routes
             .iter()
             .map(|r| {
-                (r.stage == Stage::Shadow).then(|| shadows.get_or_start(&r.name, || metrics.shadow(&r.name))).flatten()
+                (r.stage == Stage::Shadow)
+                    .then(|| kept.shadows.get_or_start(&r.name, || metrics.shadow(&r.name)))
+                    .flatten()
             })
             .collect();
-        Ok(Runtime { config, table, pools, route_metrics, unmatched_metrics, rejected_metrics, shadows })
+        let limiters =
+            config.routes.iter().map(|r| r.rate_limit.as_ref().map(|l| kept.limiters.get(&r.name, l))).collect();
+        Ok(Runtime { config, table, pools, route_metrics, unmatched_metrics, rejected_metrics, shadows, limiters })
+    }
+}
+
+/// What a proxy takes from its surroundings: secrets, and how names resolve.
+#[derive(Clone, Default, Debug)]
+pub struct Environment {
+    /// Where secrets named by environment variable come from.
+    pub secrets: Secrets,
+    /// How upstream names become addresses.
+    pub resolver: Resolver,
+}
+
+/// The resolver of upstream names (default: the system's).
+#[derive(Clone)]
+pub struct Resolver(pub Arc<dyn Resolve>);
+
+impl Default for Resolver {
+    fn default() -> Resolver {
+        Resolver(Arc::new(SystemResolver))
+    }
+}
+
+impl std::fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Resolver(..)")
     }
 }
 
@@ -307,13 +349,13 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Serialises writers (reloads and stage changes); readers never take it.
     write_lock: Mutex<String>,
-    /// The shadow stage's queues and comparison stats, by route name (kept across reloads).
-    pub shadows: Shadows,
+    /// What runtimes share across reloads (shadows, rate limiters).
+    pub kept: Kept,
     /// Every stage change.
     pub audit: AuditLog,
     /// Where each rollout is, as the rollout controller last published it.
     rollouts: Mutex<std::collections::HashMap<String, RolloutStatus>>,
-    secrets: Secrets,
+    env: Environment,
     /// The store shared by a fleet of instances (`[state] store`); `None`: this file.
     fleet: Option<Fleet>,
 }
@@ -410,12 +452,18 @@ impl Shared {
 
     /// Loads the config file and builds the first state, with secrets from `secrets`.
     pub fn load_with(config_path: &Path, secrets: Secrets) -> Result<Shared, ProxyError> {
+        Shared::load_in(config_path, Environment { secrets, resolver: Resolver::default() })
+    }
+
+    /// Loads the config file and builds the first state in `env` (where secrets and names come
+    /// from).
+    pub fn load_in(config_path: &Path, env: Environment) -> Result<Shared, ProxyError> {
         let config_path = crate::config::absolute(config_path);
         remove_stale_temporaries(&config_path);
         let (mut config, text) = Config::load(&config_path)?;
         let metrics = Metrics::new();
         let audit = AuditLog::open(config.audit_path(&config_path));
-        let shadows = Shadows::default();
+        let kept = Kept::default();
         let fleet = match &config.state.store {
             None => None,
             Some(url) => {
@@ -437,18 +485,17 @@ impl Shared {
                 Some(fleet)
             }
         };
-        let runtime =
-            Runtime::build(config, &metrics, &[], &secrets, &shadows).map_err(|e| with_file(e, &config_path))?;
+        let runtime = Runtime::build(config, &metrics, &[], &env, &kept).map_err(|e| with_file(e, &config_path))?;
         metrics.reloads.with_label_values(&["ok"]).inc();
         Ok(Shared {
             state: ArcSwap::from_pointee(runtime),
             config_path,
             metrics,
             write_lock: Mutex::new(text),
-            shadows,
+            kept,
             audit,
             rollouts: Mutex::default(),
-            secrets,
+            env,
             fleet,
         })
     }
@@ -501,8 +548,60 @@ impl Shared {
     /// Swaps in a runtime built from `config` (a writer holds the lock).
     fn make_live(&self, config: Config) {
         let old = self.state.load();
-        match Runtime::build(config, &self.metrics, &old.pools, &self.secrets, &self.shadows) {
+        match Runtime::build(config, &self.metrics, &old.pools, &self.env, &self.kept) {
             Ok(rt) => self.state.store(Arc::new(rt)),
+            Err(e) => tracing::error!("{}", with_file(e, &self.config_path)),
+        }
+    }
+
+    /// Resolves again the names of the upstreams whose `resolve_every` has passed; an upstream
+    /// whose addresses changed gets a new pool, swapped in without a reload. A name that does
+    /// not resolve keeps the addresses it had (and says so).
+    pub fn refresh_dns(&self) {
+        let rt = self.current();
+        let due: Vec<usize> = (0..rt.pools.len())
+            .filter(|&i| {
+                let p = &rt.pools[i];
+                p.spec.addrs.iter().any(|a| a.ip().is_none()) && p.since_resolved() >= p.spec.resolve_every
+            })
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        let _writer = self.lock();
+        let rt = self.current();
+        let mut pools = rt.pools.clone();
+        let mut changed = false;
+        for i in due {
+            let old = &rt.pools[i];
+            match crate::upstream::resolve(&old.spec.addrs, self.env.resolver.0.as_ref()) {
+                Ok(found) => {
+                    let before: Vec<std::net::SocketAddr> = old.endpoints.iter().map(|e| e.addr).collect();
+                    let now: Vec<std::net::SocketAddr> = found.iter().map(|(a, _)| *a).collect();
+                    old.mark_resolved();
+                    if before == now {
+                        continue;
+                    }
+                    match UpstreamPool::with_addresses(&old.spec, &rt.config.proxy, found) {
+                        Ok(pool) => {
+                            tracing::info!(upstream = %old.spec.name, ?before, ?now, "upstream addresses changed (DNS)");
+                            pools[i] = Arc::new(pool);
+                            changed = true;
+                        }
+                        Err(e) => tracing::warn!(upstream = %old.spec.name, "keeping its addresses: {e}"),
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(upstream = %old.spec.name, "keeping its addresses: {e}");
+                    old.mark_resolved();
+                }
+            }
+        }
+        if !changed {
+            return;
+        }
+        match Runtime::build(rt.config.clone(), &self.metrics, &pools, &self.env, &self.kept) {
+            Ok(new) => self.state.store(Arc::new(new)),
             Err(e) => tracing::error!("{}", with_file(e, &self.config_path)),
         }
     }
@@ -515,7 +614,7 @@ impl Shared {
         let mut deltas = Vec::new();
         let mut flushed = locked(&f.shadow_flushed);
         for r in &rt.config.routes {
-            let Some(report) = self.shadows.report(&r.name) else { continue };
+            let Some(report) = self.kept.shadows.report(&r.name) else { continue };
             let now = ShadowTotals::of(&report);
             let before = flushed.get(&r.name).copied().unwrap_or_default();
             deltas.push((r.name.clone(), now.since(&before)));
@@ -653,7 +752,7 @@ impl Shared {
     /// A route's shadow counts: this instance's, plus (with a shared store) the fleet's totals
     /// less what this instance already added to them. `None` when never shadowed.
     fn shadow_counts(&self, name: &str) -> Option<ShadowTotals> {
-        let local = self.shadows.report(name).map(|r| ShadowTotals::of(&r));
+        let local = self.kept.shadows.report(name).map(|r| ShadowTotals::of(&r));
         let Some(f) = &self.fleet else { return local };
         let fleet = locked(&f.shadow_totals).get(name).copied();
         let flushed = locked(&f.shadow_flushed).get(name).copied().unwrap_or_default();
@@ -696,7 +795,7 @@ impl Shared {
                     }
                 }
             }
-            let runtime = Runtime::build(config, &self.metrics, &old.pools, &self.secrets, &self.shadows)
+            let runtime = Runtime::build(config, &self.metrics, &old.pools, &self.env, &self.kept)
                 .map_err(|e| ProxyError::from(with_file(e, &self.config_path)))?;
             log_shadow_routes(&runtime.config);
             self.state.store(Arc::new(runtime));
@@ -924,7 +1023,7 @@ impl Shared {
     pub fn diffs(&self, name: &str) -> Option<DiffReport> {
         let rt = self.current();
         rt.config.routes.iter().find(|r| r.name == name)?;
-        let mut report = self.shadows.report(name).unwrap_or_else(|| DiffReport::empty(name));
+        let mut report = self.kept.shadows.report(name).unwrap_or_else(|| DiffReport::empty(name));
         if self.fleet.is_some()
             && let Some(counts) = self.shadow_counts(name)
         {

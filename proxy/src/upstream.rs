@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use http::HeaderValue;
@@ -114,6 +114,66 @@ pub struct UpstreamPool {
     breaker_cooldown: Duration,
     /// For a TLS upstream, the client the shadow calls use (the same trust as the peers).
     pub shadow_client: Option<reqwest::Client>,
+    /// The bulkhead: places for requests in flight (`max_concurrent`).
+    pub bulkhead: Option<Arc<tokio::sync::Semaphore>>,
+    /// What retries to it may spend.
+    pub retry_budget: RetryBudget,
+    /// When its names were last resolved.
+    resolved_at: std::sync::Mutex<Instant>,
+}
+
+/// A retry budget, as Finagle keeps one: every request deposits a fifth of a retry, a retry
+/// withdraws one, and ten retries a second are always allowed, so retries add at most 20 % to
+/// the load (plus 10/s) and a failing upstream never gets a retry storm.
+#[derive(Debug)]
+pub struct RetryBudget {
+    /// In thousandths of a retry.
+    balance: AtomicI64,
+    /// The last time the floor was topped up, in ms since `epoch`.
+    topped_ms: AtomicU64,
+    epoch: Instant,
+}
+
+impl Default for RetryBudget {
+    fn default() -> RetryBudget {
+        RetryBudget { balance: AtomicI64::new(Self::FLOOR), topped_ms: AtomicU64::new(0), epoch: Instant::now() }
+    }
+}
+
+impl RetryBudget {
+    /// A request's deposit: a fifth of a retry.
+    const DEPOSIT: i64 = 200;
+    /// A retry's cost.
+    const RETRY: i64 = 1000;
+    /// Ten retries, always available each second.
+    const FLOOR: i64 = 10 * Self::RETRY;
+    /// The most that can be saved up.
+    const CAP: i64 = 100 * Self::RETRY;
+
+    /// A request was sent.
+    pub fn deposit(&self) {
+        if self.balance.load(Ordering::Relaxed) < Self::CAP {
+            self.balance.fetch_add(Self::DEPOSIT, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a retry may be made now (and spends it).
+    pub fn withdraw(&self) -> bool {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        let last = self.topped_ms.load(Ordering::Relaxed);
+        if now >= last + 1000
+            && self.topped_ms.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            // A new second: the floor is there again.
+            let _ = self.balance.fetch_max(Self::FLOOR, Ordering::Relaxed);
+        }
+        if self.balance.fetch_sub(Self::RETRY, Ordering::Relaxed) >= Self::RETRY {
+            true
+        } else {
+            self.balance.fetch_add(Self::RETRY, Ordering::Relaxed);
+            false
+        }
+    }
 }
 
 impl std::fmt::Debug for UpstreamPool {
@@ -125,13 +185,27 @@ impl std::fmt::Debug for UpstreamPool {
 impl UpstreamPool {
     /// Builds a pool for an upstream: resolves its names, loads its TLS trust. An error says
     /// what failed, at the upstream's line.
-    pub fn new(spec: &UpstreamSpec, options: &ProxyOptions) -> Result<UpstreamPool, ConfigError> {
+    pub fn new(
+        spec: &UpstreamSpec,
+        options: &ProxyOptions,
+        resolver: &dyn Resolve,
+    ) -> Result<UpstreamPool, ConfigError> {
         let err = |reason: String| ConfigError {
             file: std::path::PathBuf::new(),
             line: spec.line,
             reason: format!("upstream `{}`: {reason}", spec.name),
         };
-        let resolved = resolve(&spec.addrs).map_err(err)?;
+        let resolved = resolve(&spec.addrs, resolver).map_err(err)?;
+        Self::with_addresses(spec, options, resolved).map_err(err)
+    }
+
+    /// Builds a pool for an upstream at addresses already resolved.
+    pub fn with_addresses(
+        spec: &UpstreamSpec,
+        options: &ProxyOptions,
+        resolved: Vec<(SocketAddr, String)>,
+    ) -> Result<UpstreamPool, String> {
+        let err = |reason: String| reason;
         let trust = spec
             .tls
             .as_ref()
@@ -204,7 +278,20 @@ impl UpstreamPool {
             breaker_failures: options.breaker_failures,
             breaker_cooldown: options.breaker_cooldown,
             shadow_client,
+            bulkhead: spec.max_concurrent.map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
+            retry_budget: RetryBudget::default(),
+            resolved_at: std::sync::Mutex::new(Instant::now()),
         })
+    }
+
+    /// Time since its names were last resolved.
+    pub fn since_resolved(&self) -> Duration {
+        self.resolved_at.lock().unwrap_or_else(|p| p.into_inner()).elapsed()
+    }
+
+    /// Its names were just resolved (to what it has, or not at all).
+    pub fn mark_resolved(&self) {
+        *self.resolved_at.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
     }
 
     /// Whether this pool can serve `spec` with `options` unchanged (so a reload keeps it).
@@ -250,18 +337,32 @@ impl UpstreamPool {
     }
 }
 
+/// How upstream names become addresses: the system's resolver, or (for tests and embedders)
+/// another.
+pub trait Resolve: Send + Sync {
+    /// The addresses `host` has now, for `port`.
+    fn resolve(&self, host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>>;
+}
+
+/// The system's resolver (`getaddrinfo`: /etc/hosts, then DNS).
+#[derive(Debug, Default)]
+pub struct SystemResolver;
+
+impl Resolve for SystemResolver {
+    fn resolve(&self, host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+        use std::net::ToSocketAddrs;
+        Ok((host, port).to_socket_addrs()?.collect())
+    }
+}
+
 /// The addresses to connect to, each with the host it was given as: an IP address as it is, a
 /// name looked up (every address it resolves to, in the resolver's order, without repeats).
-fn resolve(addrs: &[UpstreamAddr]) -> Result<Vec<(SocketAddr, String)>, String> {
-    use std::net::ToSocketAddrs;
+pub fn resolve(addrs: &[UpstreamAddr], resolver: &dyn Resolve) -> Result<Vec<(SocketAddr, String)>, String> {
     let mut out: Vec<(SocketAddr, String)> = Vec::new();
     for a in addrs {
         let found: Vec<SocketAddr> = match a.ip() {
             Some(ip) => vec![SocketAddr::new(ip, a.port)],
-            None => (a.host.as_str(), a.port)
-                .to_socket_addrs()
-                .map_err(|e| format!("cannot resolve `{}`: {e}", a.host))?
-                .collect(),
+            None => resolver.resolve(&a.host, a.port).map_err(|e| format!("cannot resolve `{}`: {e}", a.host))?,
         };
         if found.is_empty() {
             return Err(format!("`{}` resolves to no address", a.host));
@@ -311,12 +412,13 @@ pub fn build_pools(
     specs: &[UpstreamSpec],
     options: &ProxyOptions,
     previous: &[Arc<UpstreamPool>],
+    resolver: &dyn Resolve,
 ) -> Result<Vec<Arc<UpstreamPool>>, ConfigError> {
     specs
         .iter()
         .map(|spec| match previous.iter().find(|p| p.same_as(spec, options)) {
             Some(p) => Ok(p.clone()),
-            None => UpstreamPool::new(spec, options).map(Arc::new),
+            None => UpstreamPool::new(spec, options, resolver).map(Arc::new),
         })
         .collect()
 }
@@ -348,6 +450,10 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             read_timeout: Duration::from_secs(1),
             tls: None,
+            max_concurrent: None,
+            queue_timeout: Duration::from_millis(100),
+            retries: 0,
+            resolve_every: Duration::from_secs(5),
             line: 1,
         };
         let options = ProxyOptions {
@@ -360,7 +466,7 @@ mod tests {
             audit_log: None,
             watch_file: true,
         };
-        UpstreamPool::new(&spec, &options).unwrap()
+        UpstreamPool::new(&spec, &options, &SystemResolver).unwrap()
     }
 
     #[test]
@@ -375,6 +481,19 @@ mod tests {
         p.endpoints[0].healthy.store(false, Ordering::Relaxed);
         assert_eq!(p.pick(), None);
         assert!(p.pick_any() < 3);
+    }
+
+    #[test]
+    fn the_retry_budget_allows_a_fifth_of_the_requests_beyond_its_floor() {
+        let b = RetryBudget::default();
+        // The floor: ten retries at once.
+        assert_eq!((0..20).filter(|_| b.withdraw()).count(), 10);
+        // Then one retry per five requests.
+        for _ in 0..50 {
+            b.deposit();
+        }
+        assert_eq!((0..20).filter(|_| b.withdraw()).count(), 10);
+        assert!(!b.withdraw());
     }
 
     #[test]

@@ -235,8 +235,22 @@ pub struct RouteSpec {
     pub shadow_max_per_second: u64,
     /// The progressive rollout policy of the canary stage, if any.
     pub rollout: Option<RolloutPolicy>,
+    /// Serve from the monolith when the service answers 404 (a path it does not implement
+    /// yet); needs `fallback`.
+    pub fallback_on_404: bool,
+    /// At most this many requests a second per client key; more get 429.
+    pub rate_limit: Option<RateLimit>,
     /// Line of the route's `[[routes]]` table in the file.
     pub line: usize,
+}
+
+/// A route's rate limit: requests a second per key (a header, a cookie, or the client address).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimit {
+    /// Requests a second per key.
+    pub per_second: u64,
+    /// What a client is counted by (a request without it is counted by its address).
+    pub key: Cohort,
 }
 
 /// Default of a route's `shadow_max_per_second`.

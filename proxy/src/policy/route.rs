@@ -76,6 +76,8 @@ pub struct Decision {
     /// A copy goes to the service to be compared: a shadowed route, for GET and HEAD (every
     /// method with `shadow_writes`). Whether it is sent is the shadow's rate cap's to say.
     pub mirror: bool,
+    /// Safe to send twice (GET, HEAD, or an `Idempotency-Key`): what retries need.
+    pub idempotent: bool,
     /// Why.
     pub reason: Reason,
 }
@@ -313,7 +315,8 @@ pub fn bucket(route: &str, key: &[u8]) -> u16 {
     (h.finish() % 10_000) as u16
 }
 
-fn with_cohort_key<R>(cohort: &Cohort, head: &RequestHead<'_>, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+/// Calls `f` with the request's value of `cohort` (a header, a cookie, the client address).
+pub fn cohort_key<R>(cohort: &Cohort, head: &RequestHead<'_>, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
     match cohort {
         Cohort::Header(name) => head.headers.get(name).map(|v| f(v.as_bytes())),
         Cohort::Cookie(name) => {
@@ -342,6 +345,9 @@ fn with_cohort_key<R>(cohort: &Cohort, head: &RequestHead<'_>, f: impl FnOnce(&[
 /// monolith: a random pick per request would bounce one user between two implementations.
 pub fn select(table: &RouteTable, head: &RequestHead<'_>) -> Decision {
     let monolith = table.default_upstream;
+    // Idempotent: safe to send twice (to the service, then the monolith; or again).
+    let idempotent =
+        || matches!(*head.method, Method::GET | Method::HEAD) || head.headers.contains_key(&IDEMPOTENCY_KEY);
     let Some(i) = table.find(head) else {
         return Decision {
             route: None,
@@ -350,6 +356,7 @@ pub fn select(table: &RouteTable, head: &RequestHead<'_>) -> Decision {
             fallback: None,
             can_fall_back: false,
             mirror: false,
+            idempotent: idempotent(),
             reason: Reason::Unmatched,
         };
     };
@@ -360,15 +367,12 @@ pub fn select(table: &RouteTable, head: &RequestHead<'_>) -> Decision {
             Stage::Monolith => (Target::Monolith, Reason::Stage),
             Stage::Shadow => (Target::Monolith, Reason::ShadowAsMonolith),
             Stage::Service => (Target::Service, Reason::Stage),
-            Stage::Canary => match with_cohort_key(&r.cohort, head, |k| bucket(&r.name, k)) {
+            Stage::Canary => match cohort_key(&r.cohort, head, |k| bucket(&r.name, k)) {
                 None => (Target::Monolith, Reason::NoCohortKey),
                 Some(b) => (in_canary(b, r.percent), Reason::Canary { bucket: b }),
             },
         },
     };
-    // Idempotent: safe to send twice (to the service, then the monolith).
-    let idempotent =
-        || matches!(*head.method, Method::GET | Method::HEAD) || head.headers.contains_key(&IDEMPOTENCY_KEY);
     match target {
         Target::Monolith => Decision {
             route: Some(i),
@@ -377,17 +381,20 @@ pub fn select(table: &RouteTable, head: &RequestHead<'_>) -> Decision {
             fallback: None,
             can_fall_back: false,
             mirror: r.stage == Stage::Shadow && (matches!(*head.method, Method::GET | Method::HEAD) || r.shadow_writes),
+            idempotent: idempotent(),
             reason,
         },
         Target::Service => {
             let fallback = (r.fallback && r.upstream != monolith).then_some(monolith);
+            let idempotent = idempotent();
             Decision {
                 route: Some(i),
                 target,
                 upstream: r.upstream,
                 fallback,
-                can_fall_back: fallback.is_some() && idempotent(),
+                can_fall_back: fallback.is_some() && idempotent,
                 mirror: false,
+                idempotent,
                 reason,
             }
         }

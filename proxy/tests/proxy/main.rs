@@ -6,6 +6,7 @@ mod bypass;
 mod fallback;
 mod fleet;
 mod fuzz;
+mod gateway;
 mod lifecycle;
 mod reload;
 mod rollout;

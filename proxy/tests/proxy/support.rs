@@ -140,6 +140,7 @@ impl TestProxy {
             upgrade: false,
             handle_signals: false,
             secrets: ficus_proxy::Secrets::fixed([(FORCE_TOKEN_ENV.to_owned(), FORCE_TOKEN.to_owned())]),
+            ..Default::default()
         };
         let proxy = RunningProxy::start(options).expect("proxy starts");
         let base = format!("http://{}", proxy.http_addr());
