@@ -260,6 +260,78 @@ async fn an_unreachable_store_degrades_and_nothing_diverges_or_is_lost() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_stopped_and_restarted_mid_run_loses_nothing() {
+    let Some((_db, url)) = ficus_e2e::pg::create_database("ficus_fleet").await else { return };
+    let (mono, svc) = (Upstream::start("monolith").await, Upstream::start("catalog").await);
+    let (server, _) = through(&url, "127.0.0.1:1".parse().unwrap());
+    // Every instance reaches the store through a relay: cutting them all is the store stopping.
+    let mut relays = Vec::new();
+    let mut fleet = Vec::new();
+    for _ in 0..3 {
+        let relay = Relay::start(&server).await;
+        let (_, via) = through(&url, relay.addr);
+        fleet.push(TestProxy::start(&fleet_config(mono.addr, svc.addr, &via, ROUTE)).await);
+        relays.push(relay);
+    }
+    assert_eq!(fleet[0].set_stage("cat", "canary", Some(25.0)).await.0, 200);
+    for p in &fleet {
+        assert!(eventually(Duration::from_secs(5), || shows(p, "canary", 25.0)).await);
+    }
+    // Clients keep sending while the store is away; every answer is the same everywhere.
+    let clients = {
+        let bases: Vec<String> = fleet.iter().map(|p| p.base.clone()).collect();
+        let client = fleet[0].client.clone();
+        tokio::spawn(async move {
+            let (mut sent, mut failed) = (0, 0);
+            for round in 0..300usize {
+                let mut sides = Vec::new();
+                for base in &bases {
+                    let r = client
+                        .get(format!("{base}/api/products/1"))
+                        .header("x-user-id", (round % 50).to_string())
+                        .send()
+                        .await;
+                    sent += 1;
+                    match r {
+                        Ok(r) if r.status() == 200 => sides
+                            .push(r.headers().get("x-ficus-upstream").and_then(|v| v.to_str().ok()).map(str::to_owned)),
+                        _ => failed += 1,
+                    }
+                }
+                assert!(sides.windows(2).all(|w| w[0] == w[1]), "round {round}: instances disagree: {sides:?}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            (sent, failed)
+        })
+    };
+    for r in &mut relays {
+        r.down();
+    }
+    for p in &fleet {
+        assert!(
+            eventually(Duration::from_secs(10), || async { p.set_stage("cat", "service", None).await.0 == 503 }).await
+        );
+    }
+    for r in &mut relays {
+        r.up().await;
+    }
+    // The store is back: a change goes through and every instance takes it.
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            fleet[1].set_stage("cat", "canary", Some(60.0)).await.0 == 200
+        })
+        .await
+    );
+    for p in &fleet {
+        assert!(eventually(Duration::from_secs(5), || shows(p, "canary", 60.0)).await);
+    }
+    let (sent, failed) = clients.await.unwrap();
+    assert_eq!(failed, 0, "{failed} of {sent} requests failed while the store was away");
+    let (_, audit) = fleet[2].admin(Method::GET, "/audit?route=cat", None, Some(TOKEN)).await;
+    assert_eq!(audit["entries"].as_array().map(Vec::len), Some(2), "{audit}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_instance_comes_back_with_what_it_had() {
     let Some((_db, url)) = ficus_e2e::pg::create_database("ficus_fleet").await else { return };
     let (mono, svc) = (Upstream::start("monolith").await, Upstream::start("catalog").await);
