@@ -383,6 +383,21 @@ async fn bind_admin(addr: SocketAddr) -> Result<tokio::net::TcpListener, ProxyEr
     socket.listen(128).map_err(bind_err)
 }
 
+/// Runs `work` every `period` on a blocking thread (it may do file or network I/O), until the
+/// task set is dropped.
+fn every(tasks: &mut tokio::task::JoinSet<()>, period: Duration, work: impl Fn() + Send + Sync + 'static) {
+    let work = Arc::new(work);
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let w = work.clone();
+            let _ = tokio::task::spawn_blocking(move || w()).await;
+        }
+    });
+}
+
 async fn admin_main(
     shared: Arc<Shared>,
     listener: Option<tokio::net::TcpListener>,
@@ -474,27 +489,11 @@ async fn admin_main(
     // With a shared store: this instance's shadow counts go to the fleet's totals every second.
     if shared.store_up().is_some() {
         let s = shared.clone();
-        tasks.spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let s = s.clone();
-                let _ = tokio::task::spawn_blocking(move || s.flush_shadow_totals()).await;
-            }
-        });
+        every(&mut tasks, Duration::from_secs(1), move || s.flush_shadow_totals());
     }
     // Upstream names resolved again on their period (each upstream's resolve_every_ms).
-    let dns = shared.clone();
-    tasks.spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(250));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let s = dns.clone();
-            let _ = tokio::task::spawn_blocking(move || s.refresh_dns()).await;
-        }
-    });
+    let s = shared.clone();
+    every(&mut tasks, Duration::from_millis(250), move || s.refresh_dns());
     // Progressive rollouts of the routes in canary that have a policy.
     tasks.spawn(crate::rollout::run(shared.clone()));
     // Active health checks of every upstream of the live config.

@@ -497,19 +497,28 @@ impl Forward {
         .filter_map(|(name, value)| value.as_ref().map(|v| (name, v)))
     }
 
+    /// The client's headers that go: its `x-ficus-*` ones, and its forwarding ones when it is
+    /// not trusted.
+    fn removed<'a>(&self, names: impl Iterator<Item = &'a HeaderName>) -> Vec<HeaderName> {
+        if !self.strip_own && !self.strip_forwarding {
+            return Vec::new();
+        }
+        let forwarding = [&FORWARDED, &REAL_IP, &FORWARDED_PROTO, &FORWARDED_HOST, &FORWARDED_FOR];
+        let mut out: Vec<HeaderName> = names
+            .filter(|k| {
+                (self.strip_own && k.as_str().starts_with(OWN_PREFIX))
+                    || (self.strip_forwarding && forwarding.contains(k))
+            })
+            .cloned()
+            .collect();
+        out.dedup();
+        out
+    }
+
     /// Applies it to the copy of the request an upstream gets.
     fn apply(&self, req: &mut pingora::http::RequestHeader) -> Result<()> {
-        if self.strip_own {
-            let own: Vec<HeaderName> =
-                req.headers.keys().filter(|k| k.as_str().starts_with(OWN_PREFIX)).cloned().collect();
-            for k in &own {
-                req.remove_header(k);
-            }
-        }
-        if self.strip_forwarding {
-            for name in [&FORWARDED, &REAL_IP, &FORWARDED_PROTO, &FORWARDED_HOST, &FORWARDED_FOR] {
-                req.remove_header(name);
-            }
+        for k in self.removed(req.headers.keys()) {
+            req.remove_header(&k);
         }
         for (name, value) in self.added() {
             req.insert_header(name, value.clone())?;
@@ -520,16 +529,8 @@ impl Forward {
     /// The client's headers as the upstream gets them (for a shadow copy).
     fn applied_to(&self, headers: &http::HeaderMap) -> http::HeaderMap {
         let mut out = headers.clone();
-        if self.strip_own {
-            let own: Vec<HeaderName> = out.keys().filter(|k| k.as_str().starts_with(OWN_PREFIX)).cloned().collect();
-            for k in &own {
-                out.remove(k);
-            }
-        }
-        if self.strip_forwarding {
-            for name in [&FORWARDED, &REAL_IP, &FORWARDED_PROTO, &FORWARDED_HOST, &FORWARDED_FOR] {
-                out.remove(name);
-            }
+        for k in self.removed(headers.keys()) {
+            out.remove(&k);
         }
         for (name, value) in self.added() {
             if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {

@@ -5,13 +5,12 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use serde::Serialize;
 
-use crate::audit::{AuditLog, Entry, Position};
+use crate::audit::{Entry, Position};
 use crate::config::Config;
 use crate::error::{ConfigError, ProxyError};
 use crate::metrics::{Metrics, REJECTED, RouteMetrics, TargetMetrics, UNMATCHED};
@@ -19,7 +18,9 @@ use crate::policy::model::{Percent, RouteSpec, Stage};
 use crate::policy::route::RouteTable;
 use crate::policy::stage::{self, Allowed, Move, Refused, ShadowRecord};
 use crate::shadow::{DiffReport, Shadows};
-use crate::store::{PgStore, RolloutRecord, ShadowTotals, StoreError, Stored};
+use crate::store::file::FileStore;
+use crate::store::fleet::FleetStore;
+use crate::store::{Commit, RolloutRecord, ShadowTotals, Store};
 use crate::upstream::{Resolve, SystemResolver, UpstreamPool, build_pools};
 
 /// One generation of the proxy's state: everything a request reads, swapped as a whole.
@@ -351,97 +352,11 @@ pub struct Shared {
     write_lock: Mutex<String>,
     /// What runtimes share across reloads (shadows, rate limiters).
     pub kept: Kept,
-    /// Every stage change.
-    pub audit: AuditLog,
     /// Where each rollout is, as the rollout controller last published it.
     rollouts: Mutex<std::collections::HashMap<String, RolloutStatus>>,
     env: Environment,
-    /// The store shared by a fleet of instances (`[state] store`); `None`: this file.
-    fleet: Option<Fleet>,
-}
-
-/// A fleet's shared store, and what this instance has read of it.
-struct Fleet {
-    store: PgStore,
-    /// Each route's position and version, as last read or written.
-    routes: Mutex<HashMap<String, Stored>>,
-    /// The highest version read: everything above it is new.
-    known: AtomicU64,
-    /// Whether the store answered the last call.
-    up: Arc<AtomicBool>,
-    /// Per route, the local shadow counts already added to the store.
-    shadow_flushed: Mutex<HashMap<String, ShadowTotals>>,
-    /// Per route, the store's shadow totals as last read.
-    shadow_totals: Mutex<HashMap<String, ShadowTotals>>,
-    /// Ends the store's watcher.
-    stop: Arc<AtomicBool>,
-}
-
-fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl Fleet {
-    /// Moves the config's routes to the positions the store holds, seeding the store with the
-    /// routes it does not know yet (at the file's positions).
-    fn position(&self, config: &mut Config) -> Result<(), StoreError> {
-        let missing: Vec<(String, stage::Position)> = {
-            let known = locked(&self.routes);
-            config
-                .routes
-                .iter()
-                .filter(|r| !known.contains_key(&r.name))
-                .map(|r| (r.name.clone(), stage::Position { stage: r.stage, percent: r.percent }))
-                .collect()
-        };
-        if !missing.is_empty() {
-            let all = self.store.seed_and_load(&missing)?;
-            self.take(all);
-        }
-        let known = locked(&self.routes);
-        for r in &mut config.routes {
-            if let Some(s) = known.get(&r.name) {
-                (r.stage, r.percent) = (s.position.stage, s.position.percent);
-            }
-        }
-        Ok(())
-    }
-
-    /// Takes in routes read from the store; whether any was new.
-    fn take(&self, read: HashMap<String, Stored>) -> bool {
-        let mut routes = locked(&self.routes);
-        let mut changed = false;
-        for (name, s) in read {
-            self.known.fetch_max(s.version, Ordering::Relaxed);
-            if routes.get(&name).is_none_or(|old| old.version < s.version) {
-                routes.insert(name, s);
-                changed = true;
-            }
-        }
-        changed
-    }
-
-    fn version(&self, route: &str) -> u64 {
-        locked(&self.routes).get(route).map_or(0, |s| s.version)
-    }
-
-    fn store_error(&self, e: StoreError) -> ProxyError {
-        match e {
-            StoreError::Conflict { .. } => ProxyError::Conflict(e.to_string()),
-            StoreError::Unavailable(_) => {
-                self.up.store(false, Ordering::Relaxed);
-                ProxyError::StoreUnavailable(format!(
-                    "{e}: changes are refused until it answers again; this instance serves its last state"
-                ))
-            }
-        }
-    }
-}
-
-impl Drop for Fleet {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
+    /// Where the routes' live state is kept: this file, or a store shared by a fleet.
+    store: Box<dyn Store>,
 }
 
 impl Shared {
@@ -462,29 +377,16 @@ impl Shared {
         remove_stale_temporaries(&config_path);
         let (mut config, text) = Config::load(&config_path)?;
         let metrics = Metrics::new();
-        let audit = AuditLog::open(config.audit_path(&config_path));
         let kept = Kept::default();
-        let fleet = match &config.state.store {
-            None => None,
-            Some(url) => {
-                let store = PgStore::connect(url).map_err(|e| {
-                    ProxyError::StoreUnavailable(format!("{}: state.store: {e}", config_path.display()))
-                })?;
-                let fleet = Fleet {
-                    store,
-                    routes: Mutex::default(),
-                    known: AtomicU64::new(0),
-                    up: Arc::new(AtomicBool::new(true)),
-                    shadow_flushed: Mutex::default(),
-                    shadow_totals: Mutex::default(),
-                    stop: Arc::new(AtomicBool::new(false)),
-                };
-                fleet.position(&mut config).map_err(|e| {
-                    ProxyError::StoreUnavailable(format!("{}: state.store: {e}", config_path.display()))
-                })?;
-                Some(fleet)
-            }
+        let in_file = |e: String| ProxyError::StoreUnavailable(format!("{}: state.store: {e}", config_path.display()));
+        let store: Box<dyn Store> = match &config.state.store {
+            None => Box::new(FileStore::open(config.audit_path(&config_path))),
+            Some(url) => Box::new(FleetStore::connect(url).map_err(|e| in_file(e.to_string()))?),
         };
+        store.place(&mut config, None, &|_, _| Ok(())).map_err(|e| match e {
+            ProxyError::StoreUnavailable(m) => in_file(m),
+            other => other,
+        })?;
         let runtime = Runtime::build(config, &metrics, &[], &env, &kept).map_err(|e| with_file(e, &config_path))?;
         metrics.reloads.with_label_values(&["ok"]).inc();
         Ok(Shared {
@@ -493,54 +395,37 @@ impl Shared {
             metrics,
             write_lock: Mutex::new(text),
             kept,
-            audit,
             rollouts: Mutex::default(),
             env,
-            fleet,
+            store,
         })
     }
 
     /// With a shared store: starts following it (LISTEN/NOTIFY, a read every few seconds and
     /// after every reconnect). Nothing to do without one.
     pub fn follow_store(self: &Arc<Self>) {
-        let Some(f) = &self.fleet else { return };
         let weak = Arc::downgrade(self);
-        let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+        self.store.follow(Arc::new(move || {
             if let Some(shared) = weak.upgrade() {
                 shared.sync_from_store();
             }
-        });
-        f.store.watch(wake, f.up.clone(), f.stop.clone());
+        }));
     }
 
-    /// Whether the shared store answers; `None` without one.
+    /// Whether the state store answers; `None` when it cannot be away (the config file).
     pub fn store_up(&self) -> Option<bool> {
-        self.fleet.as_ref().map(|f| f.up.load(Ordering::Relaxed))
+        self.store.up()
     }
 
-    /// Reads what changed in the shared store since this instance last looked, and makes it
-    /// live.
+    /// Reads what others changed in a shared store since this instance last looked, and makes
+    /// it live.
     pub fn sync_from_store(&self) {
-        let Some(f) = &self.fleet else { return };
         let _writer = self.lock();
-        match f.store.changes_since(f.known.load(Ordering::Relaxed)) {
-            Ok(read) => {
-                if !f.up.swap(true, Ordering::Relaxed) {
-                    tracing::info!("state store: reachable again, caught up");
-                }
-                if f.take(read) {
-                    let mut config = self.current().config.clone();
-                    if let Err(e) = f.position(&mut config) {
-                        tracing::warn!("state store: {e}");
-                        return;
-                    }
-                    self.make_live(config);
-                }
-            }
-            Err(e) => {
-                if f.up.swap(false, Ordering::Relaxed) {
-                    tracing::error!("{e}; serving the last state");
-                }
+        if let Ok(true) = self.store.sync() {
+            let mut config = self.current().config.clone();
+            match self.store.place(&mut config, None, &|_, _| Ok(())) {
+                Ok(()) => self.make_live(config),
+                Err(e) => tracing::warn!("state store: {e}"),
             }
         }
     }
@@ -606,59 +491,33 @@ impl Shared {
         }
     }
 
-    /// Adds this instance's new shadow counts to the store's totals and reads them back (every
-    /// second, from the admin runtime). Nothing to do without a shared store.
+    /// Adds this instance's new shadow counts to a shared store's totals and reads them back
+    /// (every second, from the admin runtime).
     pub fn flush_shadow_totals(&self) {
-        let Some(f) = &self.fleet else { return };
         let rt = self.current();
-        let mut deltas = Vec::new();
-        let mut flushed = locked(&f.shadow_flushed);
-        for r in &rt.config.routes {
-            let Some(report) = self.kept.shadows.report(&r.name) else { continue };
-            let now = ShadowTotals::of(&report);
-            let before = flushed.get(&r.name).copied().unwrap_or_default();
-            deltas.push((r.name.clone(), now.since(&before)));
-        }
-        match f.store.add_shadow(&deltas) {
-            Ok(totals) => {
-                for (name, d) in &deltas {
-                    let entry = flushed.entry(name.clone()).or_default();
-                    *entry = entry.plus(d);
-                }
-                *locked(&f.shadow_totals) = totals;
-            }
-            Err(e) => {
-                f.up.store(false, Ordering::Relaxed);
-                tracing::debug!("shadow totals not flushed: {e}");
-            }
-        }
+        let local: Vec<(String, ShadowTotals)> = rt
+            .config
+            .routes
+            .iter()
+            .filter_map(|r| self.kept.shadows.report(&r.name).map(|report| (r.name.clone(), ShadowTotals::of(&report))))
+            .collect();
+        self.store.flush_shadow(&local);
     }
 
-    /// The audit log's last entries (one route's when `route` is given): the shared store's
-    /// with one, else this instance's file.
+    /// The audit log's last entries (one route's when `route` is given).
     pub fn audit_entries(&self, route: Option<&str>) -> Result<Vec<Entry>, ProxyError> {
-        match &self.fleet {
-            Some(f) => f.store.audit(route).map_err(|e| f.store_error(e)),
-            None => Ok(self.audit.recent(route)),
-        }
+        self.store.audit(route)
     }
 
     /// Keeps where a route's rollout is, so that a restarted instance resumes it (with a shared
-    /// store; without one, progress lives in memory).
+    /// store; with the config file, progress lives in memory).
     pub fn save_rollout(&self, route: &str, record: Option<RolloutRecord>) {
-        if let Some(f) = &self.fleet
-            && let Err(e) = f.store.save_rollout(route, record)
-        {
-            tracing::warn!(route, "rollout progress not saved: {e}");
-        }
+        self.store.save_rollout(route, record);
     }
 
-    /// The rollouts kept in the shared store.
+    /// The rollouts the store kept.
     pub fn saved_rollouts(&self) -> HashMap<String, RolloutRecord> {
-        match &self.fleet {
-            Some(f) => f.store.rollouts().unwrap_or_default(),
-            None => HashMap::new(),
-        }
+        self.store.rollouts()
     }
 
     /// The current state (lock-free).
@@ -711,8 +570,11 @@ impl Shared {
 
     /// Audits the stage changes a reloaded file brought, routes added and removed included.
     fn audit_reload(&self, old: &Config, new: &Config, trigger: &str) {
+        if !self.store.file_moves_routes() {
+            return;
+        }
         for o in old.routes.iter().filter(|o| !new.routes.iter().any(|r| r.name == o.name)) {
-            self.audit.record(Entry {
+            self.store.record(Entry {
                 time: crate::audit::now(),
                 route: o.name.clone(),
                 from: position(o.stage, o.percent),
@@ -730,7 +592,7 @@ impl Shared {
             if before.is_some_and(|o| o.stage == r.stage && o.percent == r.percent) {
                 continue;
             }
-            self.audit.record(Entry {
+            self.store.record(Entry {
                 time: crate::audit::now(),
                 route: r.name.clone(),
                 from,
@@ -753,13 +615,7 @@ impl Shared {
     /// less what this instance already added to them. `None` when never shadowed.
     fn shadow_counts(&self, name: &str) -> Option<ShadowTotals> {
         let local = self.kept.shadows.report(name).map(|r| ShadowTotals::of(&r));
-        let Some(f) = &self.fleet else { return local };
-        let fleet = locked(&f.shadow_totals).get(name).copied();
-        let flushed = locked(&f.shadow_flushed).get(name).copied().unwrap_or_default();
-        match (fleet, local) {
-            (None, None) => None,
-            (fleet, local) => Some(fleet.unwrap_or_default().plus(&local.unwrap_or_default().since(&flushed))),
-        }
+        self.store.shadow_totals(name, local)
     }
 
     /// Makes `text` the live config. With [`Gate::Hold`] (a reload), a route the file moves
@@ -777,24 +633,14 @@ impl Shared {
                     self.config_path.display()
                 );
             }
-            if let Some(f) = &self.fleet {
-                // The store holds the positions; the file's only seed new routes.
-                f.position(&mut config).map_err(|e| f.store_error(e))?;
-            } else if gate == Gate::Hold {
-                for r in &mut config.routes {
-                    let Some(live) = old.config.routes.iter().find(|o| o.name == r.name) else { continue };
-                    let from = stage::Position { stage: live.stage, percent: live.percent };
-                    let m = Move { stage: r.stage, percent: Some(r.percent), force: false, expect: None };
-                    if let Err(refused) = stage::decide(r, from, &m, &self.shadow_record(&r.name)) {
-                        tracing::warn!(
-                            route = %r.name,
-                            "the config file moves it to {}, but it stays at {from}: {refused}",
-                            stage::Position { stage: r.stage, percent: r.percent }
-                        );
-                        (r.stage, r.percent) = (from.stage, from.percent);
-                    }
-                }
-            }
+            let rules = |r: &RouteSpec, from: stage::Position| {
+                let m = Move { stage: r.stage, percent: Some(r.percent), force: false, expect: None };
+                stage::decide(r, from, &m, &self.shadow_record(&r.name))
+                    .map(|_| ())
+                    .map_err(|refused| refused.to_string())
+            };
+            let live = (gate == Gate::Hold).then_some(&old.config);
+            self.store.place(&mut config, live, &rules)?;
             let runtime = Runtime::build(config, &self.metrics, &old.pools, &self.env, &self.kept)
                 .map_err(|e| ProxyError::from(with_file(e, &self.config_path)))?;
             log_shadow_routes(&runtime.config);
@@ -805,37 +651,28 @@ impl Shared {
         outcome
     }
 
-    /// Changes a route's stage (and percent): validates, writes the config file (keeping its
-    /// comments and layout), swaps the new state in, and records the change in the audit log.
-    /// Returns the route. A change to where the route already is does nothing. An edit of the
-    /// file not yet reloaded is reloaded first; if it is invalid, the change is made live without
-    /// writing the file (and the audit entry says so).
+    /// Changes a route's stage (and percent): the stage rules decide (`policy::stage`: the
+    /// shadow gate, the expected position), the store keeps it with its audit record (the config
+    /// file, written back keeping its comments; or the shared store, compare-and-set on the
+    /// route's version), then it goes live. Returns the route. A change to where the route
+    /// already is does nothing.
     ///
-    /// Leaving `shadow` for `canary` or `service` is refused ([`ProxyError::Gate`]) unless the
-    /// route's shadow has made at least `shadow_min_compared` comparisons with a mismatch rate
-    /// under `shadow_max_mismatch`; so is going from `monolith` to them once the route has been
-    /// shadowed since the proxy started. `force` overrides (and is logged and audited).
+    /// An edit of the file not yet reloaded is reloaded first, so the change is made on what
+    /// the file says and writing it back makes nothing live unseen. When that edit is invalid,
+    /// a rollback must not wait for someone to fix the file, and nothing may be live that the
+    /// store does not hold: the edit is set aside beside the file (nothing of it is lost) and the
+    /// change is made on the last good config.
     pub fn set_stage(&self, name: &str, change: Change) -> Result<RouteView, ProxyError> {
-        if let Some(f) = &self.fleet {
-            return self.set_stage_in_store(f, name, change);
-        }
-        let Change { stage, percent, force, by, mut why, expect, expect_version: _ } = change;
+        let Change { stage, percent, force, by, mut why, expect, expect_version } = change;
         let mut last = self.lock();
         let disk = std::fs::read_to_string(&self.config_path)
             .map_err(|source| ProxyError::Io { path: self.config_path.clone(), source })?;
-        // An edit saved but not reloaded yet is taken first (and audited), so the change is made
-        // on what the file says and writing the file back makes nothing live unseen. When that
-        // edit is invalid, a rollback must not wait for someone to fix the file, and nothing may
-        // be live that the file does not hold: the edit is set aside beside the file (nothing of
-        // it is lost) and the change is written on the last good config.
-        let mut base = last.clone();
         let mut set_aside = None;
         if disk != *last {
             let old = self.current();
             match self.apply_text(&disk, Gate::Hold) {
                 Ok(()) => {
                     self.audit_reload(&old.config, &self.current().config, "the file changed, seen at a stage change");
-                    base = disk.clone();
                     *last = disk;
                 }
                 Err(e) => {
@@ -843,14 +680,14 @@ impl Shared {
                     write_atomically(&aside, &disk)?;
                     tracing::error!(
                         "the config file holds an invalid edit ({e}); it is kept as {} and the stage change of `{name}` \
-                         is written on the last good config",
+                         is made on the last good config",
                         aside.display()
                     );
                     set_aside = Some(aside);
                 }
             }
         }
-        let current = self.state.load();
+        let current = self.current();
         let Some(route) = current.config.routes.iter().find(|r| r.name == name) else {
             return Err(ProxyError::UnknownRoute(name.to_owned()));
         };
@@ -859,7 +696,6 @@ impl Shared {
             Move { stage, percent, force, expect: expect.map(|(stage, percent)| stage::Position { stage, percent }) };
         let to = match stage::decide(route, from, &m, &self.shadow_record(name)) {
             Ok(Allowed::Unchanged) => {
-                drop(current);
                 drop(last);
                 return self.route(name).ok_or_else(|| ProxyError::UnknownRoute(name.to_owned()));
             }
@@ -880,107 +716,40 @@ impl Shared {
                 )));
             }
         };
-        let (from, to) = ((from.stage, from.percent), (to.stage, to.percent));
-        drop(current);
-        let new_text = edit_route(&base, name, stage, percent)
-            .map_err(|reason| ProxyError::from(ConfigError { file: self.config_path.clone(), line: 1, reason }))?;
-        // Validate what will be written before writing it.
-        Config::parse(&new_text, &self.config_path)?;
         if let Some(aside) = &set_aside {
             why = format!("{why}; the file's invalid edit was set aside as {}", aside.display());
         }
-        // The audit record is durable before the change is saved or live: a crash in between
-        // leaves a record of a change that did not happen (and says so below when it fails),
-        // never a change without its record.
-        let entry = Entry {
-            time: crate::audit::now(),
-            route: name.to_owned(),
-            from: position(from.0, from.1),
-            to: position(to.0, to.1),
-            why: if why.is_empty() { "no reason given".to_owned() } else { why.trim_start_matches("; ").to_owned() },
-            by,
-        };
-        self.audit
-            .record_durably(entry.clone())
-            .map_err(|source| ProxyError::Io { path: self.audit.path().to_owned(), source })?;
-        let made = (|| {
-            write_atomically(&self.config_path, &new_text)?;
-            self.apply_text(&new_text, Gate::Decided)
-        })();
-        if let Err(e) = made {
-            self.audit.record(Entry {
-                time: crate::audit::now(),
-                from: entry.to.clone(),
-                to: entry.from.clone(),
-                why: format!("the change above was not made: {e}"),
-                ..entry
-            });
-            return Err(e);
-        }
-        *last = new_text;
-        drop(last);
-        self.route(name).ok_or_else(|| ProxyError::UnknownRoute(name.to_owned()))
-    }
-
-    /// A stage change with a shared store: decided by the same rules, written to the store with
-    /// its audit record as a compare-and-set on the route's version, then made live here; the
-    /// other instances follow within a second.
-    fn set_stage_in_store(&self, f: &Fleet, name: &str, change: Change) -> Result<RouteView, ProxyError> {
-        let _writer = self.lock();
-        let current = self.current();
-        let Some(route) = current.config.routes.iter().find(|r| r.name == name) else {
-            return Err(ProxyError::UnknownRoute(name.to_owned()));
-        };
-        let from = stage::Position { stage: route.stage, percent: route.percent };
-        let m = Move {
-            stage: change.stage,
-            percent: change.percent,
-            force: change.force,
-            expect: change.expect.map(|(stage, percent)| stage::Position { stage, percent }),
-        };
-        let mut why = change.why;
-        let to = match stage::decide(route, from, &m, &self.shadow_record(name)) {
-            Ok(Allowed::Unchanged) => {
-                drop(current);
-                return self.route(name).ok_or_else(|| ProxyError::UnknownRoute(name.to_owned()));
-            }
-            Ok(Allowed::To { position, forced }) => {
-                if let Some(reason) = forced {
-                    tracing::warn!(
-                        route = name,
-                        to = change.stage.as_str(),
-                        "shadow gate overridden by force: {reason}"
-                    );
-                    why = format!("{why}; forced past the shadow gate ({reason})");
-                }
-                position
-            }
-            Err(Refused::Moved { now }) => {
-                return Err(ProxyError::InvalidChange(format!("route `{name}` moved to {now} meanwhile")));
-            }
-            Err(refused @ Refused::Gate(_)) => {
-                return Err(ProxyError::Gate(format!(
-                    "route `{name}` may not go to {} yet: {refused}",
-                    change.stage.as_str()
-                )));
-            }
-        };
         let entry = Entry {
             time: crate::audit::now(),
             route: name.to_owned(),
             from: position(from.stage, from.percent),
             to: position(to.stage, to.percent),
             why: if why.is_empty() { "no reason given".to_owned() } else { why.trim_start_matches("; ").to_owned() },
-            by: change.by,
+            by,
         };
-        let expected = change.expect_version.unwrap_or_else(|| f.version(name));
-        let version = f.store.change(name, expected, to, &entry).map_err(|e| f.store_error(e))?;
-        f.up.store(true, Ordering::Relaxed);
-        f.take(HashMap::from([(name.to_owned(), Stored { position: to, version })]));
-        let mut config = current.config.clone();
-        drop(current);
-        f.position(&mut config).map_err(|e| f.store_error(e))?;
-        self.make_live(config);
+        let kept = self.store.commit(Commit {
+            route: name,
+            to,
+            percent_given: percent.is_some(),
+            entry: entry.clone(),
+            expected_version: expect_version,
+            file_text: &last,
+            config_path: &self.config_path,
+        })?;
+        let made = match kept {
+            // The store is the file: the new text is the live config.
+            Some(text) => self.apply_text(&text, Gate::Decided).map(|()| *last = text),
+            // A shared store: the live config moves to where the store now has the route.
+            None => {
+                let mut config = current.config.clone();
+                self.store.place(&mut config, None, &|_, _| Ok(())).map(|()| self.make_live(config))
+            }
+        };
+        if let Err(e) = made {
+            self.store.not_made(&entry, &e.to_string());
+            return Err(e);
+        }
+        drop(last);
         self.route(name).ok_or_else(|| ProxyError::UnknownRoute(name.to_owned()))
     }
 
@@ -1024,7 +793,7 @@ impl Shared {
         let rt = self.current();
         rt.config.routes.iter().find(|r| r.name == name)?;
         let mut report = self.kept.shadows.report(name).unwrap_or_else(|| DiffReport::empty(name));
-        if self.fleet.is_some()
+        if self.store.up().is_some()
             && let Some(counts) = self.shadow_counts(name)
         {
             counts.into_report(&mut report);
@@ -1042,7 +811,7 @@ impl Shared {
         let r = &rt.config.routes[i];
         let mut v = view(rt, i);
         v.rollout = self.rollouts.lock().unwrap_or_else(|p| p.into_inner()).get(&r.name).cloned();
-        v.version = self.fleet.as_ref().map(|f| f.version(&r.name));
+        v.version = self.store.version(&r.name);
         v
     }
 }

@@ -1,4 +1,4 @@
-//! The route state a fleet of proxies shares: `[state] store = "postgres://…"`.
+//! The route state a fleet of proxies shares in PostgreSQL: `[state] store = "postgres://…"`.
 //!
 //! What it holds: each route's position (stage and percent) with a version, the audit log,
 //! the shadow comparison totals and the rollout progress; its tables come with the proxy's
@@ -29,6 +29,7 @@ use std::time::Duration;
 use sqlx::Row;
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 
+use super::{RolloutRecord, ShadowTotals, StoreError, Stored, unavailable};
 use crate::audit::{Entry, Position as AuditPosition};
 use crate::policy::model::{Percent, Stage};
 use crate::policy::stage::Position;
@@ -37,116 +38,6 @@ use crate::policy::stage::Position;
 const CHANNEL: &str = "ficus_state";
 /// How often an instance reads the store even without a notification.
 pub const POLL: Duration = Duration::from_secs(3);
-
-/// Why a store call failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The store cannot be reached (or answered with an error).
-    #[error("the state store is unreachable: {0}")]
-    Unavailable(String),
-    /// The route moved since the version the change was decided on.
-    #[error("route `{route}` was changed meanwhile (now version {now}); read it again and retry")]
-    Conflict {
-        /// The route.
-        route: String,
-        /// Its version now.
-        now: u64,
-    },
-}
-
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(e.to_string())
-}
-
-/// A route's position as the store has it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stored {
-    /// Stage and percent.
-    pub position: Position,
-    /// The version of its last change.
-    pub version: u64,
-}
-
-/// Shadow comparison counts of a route, fleet-wide.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ShadowTotals {
-    /// Comparisons made.
-    pub compared: u64,
-    /// Without a real difference.
-    pub matched: u64,
-    /// With a real difference.
-    pub mismatched: u64,
-    /// Copies dropped (queue full).
-    pub dropped: u64,
-    /// Shadow calls that failed.
-    pub failed: u64,
-    /// Not compared: a body over the limit.
-    pub skipped: u64,
-    /// Not mirrored: over the route's rate cap.
-    pub sampled_out: u64,
-}
-
-impl ShadowTotals {
-    /// The counts of a report.
-    pub fn of(r: &crate::shadow::DiffReport) -> ShadowTotals {
-        ShadowTotals {
-            compared: r.compared,
-            matched: r.matched,
-            mismatched: r.mismatched,
-            dropped: r.dropped,
-            failed: r.failed,
-            skipped: r.skipped,
-            sampled_out: r.sampled_out,
-        }
-    }
-
-    /// Field by field, `self - earlier` (never below 0).
-    pub fn since(&self, earlier: &ShadowTotals) -> ShadowTotals {
-        ShadowTotals {
-            compared: self.compared.saturating_sub(earlier.compared),
-            matched: self.matched.saturating_sub(earlier.matched),
-            mismatched: self.mismatched.saturating_sub(earlier.mismatched),
-            dropped: self.dropped.saturating_sub(earlier.dropped),
-            failed: self.failed.saturating_sub(earlier.failed),
-            skipped: self.skipped.saturating_sub(earlier.skipped),
-            sampled_out: self.sampled_out.saturating_sub(earlier.sampled_out),
-        }
-    }
-
-    /// Field by field, `self + other`.
-    pub fn plus(&self, other: &ShadowTotals) -> ShadowTotals {
-        ShadowTotals {
-            compared: self.compared + other.compared,
-            matched: self.matched + other.matched,
-            mismatched: self.mismatched + other.mismatched,
-            dropped: self.dropped + other.dropped,
-            failed: self.failed + other.failed,
-            skipped: self.skipped + other.skipped,
-            sampled_out: self.sampled_out + other.sampled_out,
-        }
-    }
-
-    /// Writes the counts into a report (its samples and noise stay as they are).
-    pub fn into_report(self, r: &mut crate::shadow::DiffReport) {
-        (r.compared, r.matched, r.mismatched, r.dropped, r.failed, r.skipped, r.sampled_out) =
-            (self.compared, self.matched, self.mismatched, self.dropped, self.failed, self.skipped, self.sampled_out);
-    }
-
-    fn is_zero(&self) -> bool {
-        *self == ShadowTotals::default()
-    }
-}
-
-/// Where a route's rollout is, kept so that a restarted instance resumes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RolloutRecord {
-    /// The step, from 0.
-    pub step: usize,
-    /// The percent of that step.
-    pub percent: Percent,
-    /// When the step began, milliseconds since the Unix epoch.
-    pub step_started_ms: u64,
-}
 
 /// The PostgreSQL store.
 pub struct PgStore {
