@@ -2,12 +2,15 @@
 //! and sends each endpoint to the monolith or to its new service according to the endpoint's
 //! migration stage.
 //!
-//! Map: [`config`] (ficus.toml, raw → validated), [`conn`] (client connections: per-address cap,
-//! head deadline), [`normalize`] (request paths), [`router`] (the
-//! pure routing decision `select`), [`upstream`] (pools, health checks, circuit breakers),
-//! [`service`] (Pingora's `ProxyHttp` hooks), [`state`] (the live state and its write-back),
-//! [`admin`] (the admin API), [`server`] (start and stop, in-process or from the command line),
-//! [`metrics`] (Prometheus), [`shadow`] (the shadow stage's mirroring and diffing), [`rollout`]
+//! Map: [`policy`] (the rules as plain functions: the route model, the routing decision
+//! `select`, stage changes and the shadow gate, the rollout's judge, the answers' diff),
+//! [`config`] (ficus.toml, raw → validated), [`conn`] (client connections: per-address cap,
+//! head deadline, idle timeout), [`normalize`] (request paths), [`upstream`] (pools, health
+//! checks, circuit breakers, bulkheads, retry budgets), [`limit`] (rate limits), [`tls`]
+//! (rustls at both ends), [`service`] (Pingora's `ProxyHttp` hooks), [`state`] (the live state),
+//! [`store`] (where it is kept: the config file, or PostgreSQL for a fleet), [`admin`] (the admin
+//! API), [`server`] (start and stop, in-process or from the command line), [`metrics`]
+//! (Prometheus), [`shadow`] (the shadow stage's mirroring and comparisons), [`rollout`]
 //! (progressive canary steps and automatic rollback), [`audit`] (the log of every stage change),
 //! [`client`] (the admin API's client for the command line).
 

@@ -3,21 +3,15 @@
 //!
 //! The controller ([`run`]) looks at every such route every [`TICK`]. For the current step it
 //! takes the traffic since the step began (two snapshots of the route's counters, so nothing is
-//! added to the request path) and [`judge`]s it against the monolith's traffic on the same route
-//! since the rollout began:
-//! - the service's error rate counts its 5xx answers and the requests that fell back to the
-//!   monolith because it failed; it may exceed the monolith's by `max_error_rate_increase`. The
-//!   rollout is rolled back as soon as the errors seen already exceed what `min_requests` allow,
-//!   so a burst of errors does not wait for the sample to fill up;
-//! - the service's p99 latency may be at most the monolith's × `max_p99_ratio` + `p99_slack`
-//!   (both estimated from the latency histogram's buckets, as Prometheus's `histogram_quantile`
-//!   does), judged once each side has `min_requests` requests, and at least
-//!   [`P99_MIN_SAMPLES`];
-//! - after `dwell` and `min_requests` service requests within bounds, the percent moves to the
-//!   next step; after the last step, if it is 100 %, the route moves to stage `service`.
+//! added to the request path; the service's fallbacks count as its errors) and hands it, with
+//! the monolith's traffic on the same route since the rollout began, to
+//! [`crate::policy::judge::judge`]: inconclusive below the minimum sample (wait), rollback on an
+//! error rate shown too high (a confidence bound) or a latency both significantly and
+//! materially worse (a rank test and the p99 bound), advance after `dwell`; after the last
+//! step, if it is 100 %, the route moves to stage `service`.
 //!
-//! Every change goes through [`Shared::set_stage`], so it is written back to the config file and
-//! to the audit log with its measurements as the reason. The change is conditional on the route
+//! Every change goes through [`Shared::set_stage`], so it is kept by the store (the config file,
+//! or the shared store) with its audit record, with its measurements as the reason. The change is conditional on the route
 //! still being where the controller saw it, so an operator's change in between wins. With a
 //! shared store the step and when it began are kept there, so a restarted instance resumes the
 //! rollout at its step with the dwell already served (the counters' window starts afresh);

@@ -7,7 +7,7 @@
 //!   job and counts it. It never waits on the shadow.
 //! - [`WORKERS`] tasks per route, on a thread of their own (`ficus-shadow`, at nice 19, so the
 //!   comparisons never run on the proxy's worker threads and get only the CPU they leave), take jobs from the queue, send the copy to the
-//!   service (with a timeout) and compare the answers: status, then the bodies — JSON structurally ([`diff_json`]:
+//!   service (with a timeout) and compare the answers: status, then the bodies — JSON structurally ([`crate::policy::diff::diff_json`]:
 //!   key order ignored, numbers by value, arrays by position), anything else byte for byte.
 //! - Noise is learnt as Twitter's Diffy does: for the first [`NOISE_FIRST`] jobs of a route and
 //!   then one in [`NOISE_EVERY`], the request is also sent to the monolith a second time *before*
