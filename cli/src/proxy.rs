@@ -78,6 +78,10 @@ fn print_routes(routes: &[RouteView]) {
             if let Some(ro) = &r.rollout {
                 stage.push_str(&format!(" (rollout step {}/{})", ro.step, ro.steps.len()));
             }
+            // With a shared state store: the version to give `ficus stage --if-version`.
+            if let Some(v) = r.version {
+                stage.push_str(&format!(" v{v}"));
+            }
             [
                 r.name.clone(),
                 format!("{methods} {}", r.path),
