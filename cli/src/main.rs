@@ -151,11 +151,15 @@ old one; it hands its listening sockets over ([server] upgrade_sock) and drains.
         #[arg(long, default_value = "http://127.0.0.1:9901")]
         admin: String,
     },
-    /// Extract the catalog service from the example shop, step by step, under load.
+    /// Extract services from the example shop, step by step, under load: catalog (the default),
+    /// notifications (through events), payments (through a guarded call), or all three in order.
     #[command(
-        after_help = "Examples:\n  ficus walkthrough                      # step by step: Enter goes on, q stops\n  ficus walkthrough --auto --data-dir /tmp/ficus-walk\n  ficus walkthrough --auto --shop-database postgres://postgres@127.0.0.1/shop \\\n                           --catalog-database postgres://postgres@127.0.0.1/catalog"
+        after_help = "Examples:\n  ficus walkthrough                      # the catalog, step by step: Enter goes on, q stops\n  ficus walkthrough --auto --data-dir /tmp/ficus-walk\n  ficus walkthrough notifications --auto # outbox, relay, idempotent consumer, kill drill\n  ficus walkthrough payments --auto      # guarded call: slow and down drills\n  ficus walkthrough all --auto           # the three, in order, on one running shop\n  ficus walkthrough all --auto --shop-database postgres://postgres@127.0.0.1/shop \\\n      --catalog-database postgres://postgres@127.0.0.1/catalog \\\n      --notifications-database postgres://postgres@127.0.0.1/notifications \\\n      --payments-database postgres://postgres@127.0.0.1/payments --nats nats://127.0.0.1:4222"
     )]
     Walkthrough {
+        /// Which extraction: catalog, notifications, payments or all.
+        #[arg(default_value = "catalog", value_parser = ["catalog", "notifications", "payments", "all"])]
+        which: String,
         /// Run every step without waiting for Enter; exit 1 at the first failed check.
         #[arg(long)]
         auto: bool,
@@ -168,6 +172,15 @@ old one; it hands its listening sockets over ([server] upgrade_sock) and drains.
         /// An empty PostgreSQL database for the catalog service, instead of SQLite.
         #[arg(long, env = "CATALOG_DATABASE_URL")]
         catalog_database: Option<String>,
+        /// An empty PostgreSQL database for the notifications service, instead of SQLite.
+        #[arg(long, env = "NOTIFICATIONS_DATABASE_URL")]
+        notifications_database: Option<String>,
+        /// An empty PostgreSQL database for the payments service, instead of SQLite.
+        #[arg(long, env = "PAYMENTS_DATABASE_URL")]
+        payments_database: Option<String>,
+        /// NATS with JetStream for the shop's events (default: the relay delivers over HTTP, no broker).
+        #[arg(long, env = "FICUS_NATS_URL")]
+        nats: Option<String>,
     },
 }
 
@@ -205,8 +218,24 @@ fn main() -> ExitCode {
         }
         Command::Audit { route, admin } => proxy::audit(&admin, route.as_deref()),
         Command::Diffs { route, admin } => proxy::diffs(&admin, &route),
-        Command::Walkthrough { auto, data_dir, shop_database, catalog_database } => {
-            walkthrough::run_command(walkthrough::Args { auto, data_dir, shop_database, catalog_database })
-        }
+        Command::Walkthrough {
+            which,
+            auto,
+            data_dir,
+            shop_database,
+            catalog_database,
+            notifications_database,
+            payments_database,
+            nats,
+        } => walkthrough::run_command(walkthrough::Args {
+            which,
+            auto,
+            data_dir,
+            shop_database,
+            catalog_database,
+            notifications_database,
+            payments_database,
+            nats,
+        }),
     }
 }

@@ -64,6 +64,15 @@ fn client(admin: &str) -> AdminClient {
         .actor(Some(user.map_or_else(|| "ficus CLI".to_owned(), |u| format!("{u} (ficus CLI)"))))
 }
 
+/// Runs one admin call to completion (the CLI has no runtime of its own).
+fn block<T>(call: impl std::future::Future<Output = Result<T, ProxyError>>) -> Result<T, ProxyError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ProxyError::Server(format!("cannot start a runtime: {e}")))?
+        .block_on(call)
+}
+
 fn fail(command: &str, e: &ProxyError) -> ExitCode {
     eprintln!("ficus {command}: {e}");
     ExitCode::from(1)
@@ -133,7 +142,7 @@ fn format_progress(p: &Progress) -> String {
 
 /// `ficus routes`.
 pub fn routes(admin: &str) -> ExitCode {
-    match client(admin).routes() {
+    match block(client(admin).routes()) {
         Ok((routes, progress)) => {
             print_routes(&routes);
             for r in routes.iter().filter(|r| r.rollout.is_some()) {
@@ -151,7 +160,7 @@ pub fn routes(admin: &str) -> ExitCode {
 
 /// `ficus audit [ROUTE]`.
 pub fn audit(admin: &str, route: Option<&str>) -> ExitCode {
-    match client(admin).audit(route) {
+    match block(client(admin).audit(route)) {
         Ok(entries) => {
             if entries.is_empty() {
                 println!("no stage change recorded");
@@ -171,7 +180,7 @@ fn format_entry(e: &Entry) -> String {
 
 /// `ficus stage ROUTE STAGE [--percent N] [--force] [--reason TEXT]`.
 pub fn stage(admin: &str, route: &str, change: StageChange) -> ExitCode {
-    match client(admin).set_stage(route, &change) {
+    match block(client(admin).set_stage(route, &change)) {
         Ok(r) => {
             print_routes(std::slice::from_ref(&r));
             ExitCode::SUCCESS
@@ -182,7 +191,7 @@ pub fn stage(admin: &str, route: &str, change: StageChange) -> ExitCode {
 
 /// `ficus diffs ROUTE`.
 pub fn diffs(admin: &str, route: &str) -> ExitCode {
-    match client(admin).diffs(route) {
+    match block(client(admin).diffs(route)) {
         Ok(d) => {
             print!("{}", format_diffs(&d));
             ExitCode::SUCCESS

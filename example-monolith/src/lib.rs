@@ -6,10 +6,12 @@
 //! [`Application`] is the seam tests and the binary share: build it on any address
 //! (port 0 included), read the port it bound, run it until a shutdown future resolves.
 
+pub mod admin;
 pub mod cart;
 pub mod catalog;
 pub mod db;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod inventory;
 pub mod notifications;
@@ -51,6 +53,16 @@ pub struct Config {
     pub catalog_service_url: Option<String>,
     /// With `catalog_service_url`: the shop's own catalog endpoints stay retired (410).
     pub catalog_retired: bool,
+    /// Token services present to resolve a caller's session (`/internal/sessions/resolve`);
+    /// with none set, that endpoint refuses everyone.
+    pub internal_token: Option<String>,
+    /// Charge cards at the payments service at this URL from the start (what
+    /// `PUT /api/admin/payments` switches to at run time).
+    pub payments_service_url: Option<String>,
+    /// Run the outbox relay in the shop, delivering events to this consumer over HTTP.
+    pub relay_to: Option<String>,
+    /// Bearer token the relay sends to the consumer.
+    pub relay_token: Option<String>,
 }
 
 impl Config {
@@ -65,6 +77,10 @@ impl Config {
             max_connections: 16,
             catalog_service_url: None,
             catalog_retired: false,
+            internal_token: None,
+            payments_service_url: None,
+            relay_to: None,
+            relay_token: None,
         }
     }
 }
@@ -82,6 +98,10 @@ pub struct AppState {
     pub session_ttl_secs: i64,
     /// Where product reads go and whether catalog writes go through to the service.
     pub catalog: product_source::CatalogSwitches,
+    /// Token of `/internal/sessions/resolve`.
+    pub internal_token: Option<std::sync::Arc<str>>,
+    /// Where checkout charges cards.
+    pub payments: payments::remote::PaymentsSwitch,
 }
 
 /// Why the shop could not start.
@@ -107,6 +127,7 @@ pub enum StartError {
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    relay: Option<events::relay::Relay>,
 }
 
 impl Application {
@@ -141,13 +162,24 @@ impl Application {
             admin_token: config.admin_token.filter(|t| !t.is_empty()).map(Into::into),
             session_ttl_secs: config.session_ttl_secs,
             catalog: product_source::CatalogSwitches::default(),
+            internal_token: config.internal_token.filter(|t| !t.is_empty()).map(Into::into),
+            payments: payments::remote::PaymentsSwitch::default(),
         };
+        if let Some(url) = config.payments_service_url.filter(|u| !u.is_empty()) {
+            tracing::info!(%url, "charges go to the payments service");
+            let client = payments::remote::PaymentsClient::new(&url, payments::guard::GuardConfig::default());
+            state.payments.set(Some(client));
+        }
+        let relay = config.relay_to.filter(|u| !u.is_empty()).map(|url| {
+            let publisher = events::relay::HttpPublisher::new(&url, config.relay_token.clone());
+            events::relay::Relay::new(state.pool.clone(), std::sync::Arc::new(publisher))
+        });
         if let Some(url) = config.catalog_service_url.filter(|u| !u.is_empty()) {
             tracing::info!(%url, "product reads go to the catalog service");
             let client = product_source::CatalogClient::new(&url, None);
             state.catalog.set(product_source::ProductSource::Service(client), None, config.catalog_retired);
         }
-        Ok(Self { listener, state })
+        Ok(Self { listener, state, relay })
     }
 
     /// The address actually bound (the real port when 0 was asked for).
@@ -160,12 +192,43 @@ impl Application {
         &self.state.pool
     }
 
+    /// The shared state (database, switches), for tools that drive the shop in-process.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
     /// Serves until `shutdown` resolves, then finishes in-flight requests and returns.
+    /// Beside the server run the settling of checkouts the payments service left
+    /// unsettled and, when configured, the outbox relay.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let pool = self.state.pool.clone();
-        axum::serve(self.listener, router(self.state)).with_graceful_shutdown(shutdown).await?;
+        let settler = tokio::spawn(settle_forever(self.state.clone()));
+        let (stop_relay, relay_stopped) = tokio::sync::oneshot::channel::<()>();
+        let relay = self.relay.map(|r| {
+            tokio::spawn(r.run_until_stopped(async {
+                let _ = relay_stopped.await;
+            }))
+        });
+        let served = axum::serve(self.listener, router(self.state)).with_graceful_shutdown(shutdown).await;
+        settler.abort();
+        let _ = stop_relay.send(());
+        if let Some(relay) = relay {
+            let _ = relay.await;
+        }
         pool.close().await;
-        Ok(())
+        served
+    }
+}
+
+/// Settles, every second, the checkouts the payments service left unsettled.
+async fn settle_forever(state: AppState) {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        match orders::checkout::settle(&state).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(orders = n, "settled checkouts left unsettled"),
+            Err(err) => tracing::warn!(%err, "settling unsettled checkouts"),
+        }
     }
 }
 
@@ -179,6 +242,7 @@ pub fn router(state: AppState) -> Router {
         .merge(orders::http::routes())
         .merge(inventory::http::routes())
         .merge(notifications::http::routes())
+        .merge(admin::routes())
         .merge(product_source::routes())
         .fallback(not_found)
         .with_state(state)

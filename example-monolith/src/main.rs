@@ -31,6 +31,13 @@ Environment:
                     the local catalogue is then not seeded
   SHOP_CATALOG_RETIRED=1
                     with SHOP_CATALOG_SERVICE_URL: the shop's catalog endpoints answer 410 Gone
+  SHOP_INTERNAL_TOKEN
+                    token services present to resolve a caller's session (/internal/sessions/resolve)
+  SHOP_PAYMENTS_SERVICE_URL
+                    charge cards at the payments service at this URL (guarded: timeout, retries,
+                    circuit breaker, bulkhead) instead of the in-process gateway
+  SHOP_RELAY_TO     run the outbox relay, delivering events to this consumer's /internal/events
+                    (e.g. the notifications service); SHOP_RELAY_TOKEN is its bearer token
   RUST_LOG          log filter (default: info)
 
 Example:
@@ -52,6 +59,10 @@ async fn main() -> anyhow::Result<()> {
     config.admin_token = std::env::var("SHOP_ADMIN_TOKEN").ok();
     config.catalog_service_url = std::env::var("SHOP_CATALOG_SERVICE_URL").ok();
     config.catalog_retired = std::env::var("SHOP_CATALOG_RETIRED").is_ok_and(|v| v == "1" || v == "true");
+    config.internal_token = std::env::var("SHOP_INTERNAL_TOKEN").ok();
+    config.payments_service_url = std::env::var("SHOP_PAYMENTS_SERVICE_URL").ok();
+    config.relay_to = std::env::var("SHOP_RELAY_TO").ok();
+    config.relay_token = std::env::var("SHOP_RELAY_TOKEN").ok();
     let app = Application::build(config).await.context("starting the shop")?;
     app.run_until_stopped(shop::shutdown_signal()).await.context("serving")?;
     tracing::info!("stopped");

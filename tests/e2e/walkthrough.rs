@@ -1,7 +1,7 @@
 //! `ficus walkthrough --auto` as a user runs it: the built binary on a fresh data
-//! directory. On SQLite it is the README's main command (see `readme`); here it runs on
-//! PostgreSQL databases. Either way: all ten steps green, no failed request, every
-//! acknowledged order found.
+//! directory. On SQLite it is the README's main command (see `readme`: all three
+//! extractions); here the three run on PostgreSQL databases. Either way: every step green,
+//! no failed request, every acknowledged order found.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -19,17 +19,21 @@ pub fn built(name: &str) -> PathBuf {
     bin
 }
 
-/// What a green walkthrough prints: ten steps, no ✘, its checks, no failed request, and
-/// as many orders found as acknowledged.
+/// What a green walkthrough prints: every step (numbered from 1, named), no ✘, its checks,
+/// no failed request, and as many orders found as acknowledged.
 pub fn check_output(stdout: &str) {
-    for step in 1..=10 {
-        assert!(stdout.contains(&format!("Step {step}. ")), "step {step} missing:\n{stdout}");
+    let done =
+        stdout.lines().find(|l| l.contains(" steps green in ")).unwrap_or_else(|| panic!("no end line:\n{stdout}"));
+    let steps: u32 = done.split_whitespace().find_map(|w| w.parse().ok()).expect("a step count");
+    assert!(steps >= 10, "{done}");
+    for step in 1..=steps {
+        assert!(stdout.contains(&format!("Step {step} · ")), "step {step} missing:\n{stdout}");
     }
     assert!(!stdout.contains('✘'), "a check failed:\n{stdout}");
     assert!(stdout.matches('✔').count() >= 25, "too few checks:\n{stdout}");
-    let shoppers = stdout.lines().find(|l| l.contains("shoppers: ")).expect("shoppers line");
+    let shoppers = stdout.lines().find(|l| l.starts_with("  · shoppers: ")).expect("shoppers line");
     assert!(shoppers.trim_end().ends_with(" 0 failed"), "{shoppers}");
-    let orders = stdout.lines().find(|l| l.contains("orders: ")).expect("orders line");
+    let orders = stdout.lines().find(|l| l.starts_with("  · orders: ")).expect("orders line");
     let figures: Vec<u64> = orders.split_whitespace().filter_map(|w| w.trim_matches(',').parse().ok()).collect();
     assert!(
         figures.len() == 2 && figures[0] > 0 && figures[0] == figures[1],
@@ -37,22 +41,21 @@ pub fn check_output(stdout: &str) {
     );
 }
 
+/// The three extractions in order on PostgreSQL: the shop and each service on a database of
+/// its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn walkthrough_auto_on_postgres() {
-    let Some((_shop_db, shop_url)) = ficus_e2e::pg::create_database("walkthrough_shop").await else { return };
-    let Some((_catalog_db, catalog_url)) = ficus_e2e::pg::create_database("walkthrough_catalog").await else { return };
+async fn walkthrough_all_on_postgres() {
+    let mut dbs = Vec::new();
+    for name in ["shop", "catalog", "notifications", "payments"] {
+        let Some(db) = ficus_e2e::pg::create_database(&format!("walkthrough_{name}")).await else { return };
+        dbs.push(db);
+    }
+    let urls: Vec<String> = dbs.iter().map(|(_, url)| url.clone()).collect();
     let data = tempfile::tempdir().unwrap();
     let out = tokio::task::spawn_blocking(move || {
         Command::new(built("ficus"))
-            .args([
-                "walkthrough",
-                "--auto",
-                "--shop-database",
-                &shop_url,
-                "--catalog-database",
-                &catalog_url,
-                "--data-dir",
-            ])
+            .args(["walkthrough", "all", "--auto", "--shop-database", &urls[0], "--catalog-database", &urls[1]])
+            .args(["--notifications-database", &urls[2], "--payments-database", &urls[3], "--data-dir"])
             .arg(data.path())
             .env("NO_COLOR", "1")
             .output()
@@ -62,7 +65,15 @@ async fn walkthrough_auto_on_postgres() {
     .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "exit {}\n{stdout}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("database postgres://"), "the databases are PostgreSQL:\n{stdout}");
+    for service in ["catalog", "notifications", "payments"] {
+        assert!(
+            stdout.contains(&format!("{service} service listening on http://127.0.0.1:"))
+                && stdout
+                    .lines()
+                    .any(|l| l.contains(&format!("{service} service listening")) && l.contains("database postgres://")),
+            "the {service} service runs on PostgreSQL:\n{stdout}"
+        );
+    }
     check_output(&stdout);
 }
 
@@ -83,7 +94,7 @@ fn interactive_walkthrough_goes_on_with_enter_and_stops_with_q() {
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
-    assert!(stdout.contains("Step 2. ") && !stdout.contains("Step 3. "), "{stdout}");
+    assert!(stdout.contains("Step 2 · ") && !stdout.contains("Step 3 · "), "{stdout}");
     assert!(stdout.contains("Stopped before step 3"), "{stdout}");
     assert!(stdout.contains("Enter runs step 3, q stops"), "{stdout}");
 }

@@ -29,12 +29,21 @@ pub struct LoadConfig {
     pub pause: Duration,
     /// Checkout every this many rounds of browsing.
     pub checkout_every: u64,
+    /// A checkout may answer 503 (the payments drills: the shop's documented answer while
+    /// payments is down); such answers are counted as refused, not as failures.
+    pub checkout_may_be_refused: bool,
 }
 
 impl LoadConfig {
     /// A light, steady load on `base_url`: 4 shoppers, a step every 20 ms each.
     pub fn new(base_url: impl Into<String>) -> Self {
-        Self { base_url: base_url.into(), shoppers: 4, pause: Duration::from_millis(20), checkout_every: 3 }
+        Self {
+            base_url: base_url.into(),
+            shoppers: 4,
+            pause: Duration::from_millis(20),
+            checkout_every: 3,
+            checkout_may_be_refused: false,
+        }
     }
 }
 
@@ -50,6 +59,12 @@ pub struct LoadReport {
     pub failures: u64,
     /// Orders the shop answered 201 for.
     pub orders_acknowledged: u64,
+    /// Checkouts answered 503 while that was allowed (payments down).
+    pub checkouts_refused: u64,
+    /// Notification lists read.
+    pub notification_reads: u64,
+    /// Notifications a shopper was shown about an order that is not theirs.
+    pub foreign_notifications: u64,
     /// The first failures, described.
     pub first_failures: Vec<String>,
 }
@@ -94,6 +109,10 @@ struct Shared {
     failure_samples: Mutex<Vec<String>>,
     orders: Mutex<Vec<(usize, i64)>>,
     upstreams: Mutex<BTreeMap<String, BTreeSet<String>>>,
+    refused: AtomicU64,
+    read_notifications: std::sync::atomic::AtomicBool,
+    notification_reads: AtomicU64,
+    foreign_notifications: AtomicU64,
 }
 
 impl Shared {
@@ -183,8 +202,22 @@ impl Load {
             requests: self.shared.requests.load(Ordering::Relaxed),
             failures: self.shared.failures.load(Ordering::Relaxed),
             orders_acknowledged: self.shared.orders.lock().unwrap_or_else(|e| e.into_inner()).len() as u64,
+            checkouts_refused: self.shared.refused.load(Ordering::Relaxed),
+            notification_reads: self.shared.notification_reads.load(Ordering::Relaxed),
+            foreign_notifications: self.shared.foreign_notifications.load(Ordering::Relaxed),
             first_failures: self.shared.failure_samples.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         }
+    }
+
+    /// From now on (or no longer), each round a shopper also reads its notifications and
+    /// checks that every one it is shown is about its own orders.
+    pub fn read_notifications(&self, on: bool) {
+        self.shared.read_notifications.store(on, Ordering::Relaxed);
+    }
+
+    /// The orders acknowledged so far, as (shopper, order id).
+    pub fn acknowledged(&self) -> Vec<(usize, i64)> {
+        self.shared.orders.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Forgets which upstreams answered, to observe a new phase (a new canary percent).
@@ -336,7 +369,10 @@ impl Agent {
                     self.send(add.body(json!({"product_id": id, "quantity": 1}))).await;
                 }
                 if round.is_multiple_of(config.checkout_every.max(1)) {
-                    self.checkout(round).await;
+                    self.checkout(round, config.checkout_may_be_refused).await;
+                }
+                if self.shared.read_notifications.load(Ordering::Relaxed) {
+                    self.read_notifications().await;
                 }
             }
             tokio::select! {
@@ -346,8 +382,37 @@ impl Agent {
         }
     }
 
-    async fn checkout(&self, round: u64) {
-        let mut req = Req::new(Method::POST, "/api/orders".into(), &[StatusCode::CREATED, StatusCode::CONFLICT])
+    /// Reads the shopper's notifications; one about an order of someone else's is counted.
+    async fn read_notifications(&self) {
+        let Some((_, list)) = self.send(Req::new(Method::GET, "/api/notifications".into(), OK)).await else { return };
+        self.shared.notification_reads.fetch_add(1, Ordering::Relaxed);
+        let mine: BTreeSet<i64> = self
+            .shared
+            .orders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(n, _)| *n == self.shopper.n)
+            .map(|(_, id)| *id)
+            .collect();
+        for n in list.as_array().into_iter().flatten() {
+            let order = n["subject"]
+                .as_str()
+                .and_then(|s| s.strip_prefix("Order #"))
+                .and_then(|rest| rest.split(' ').next().and_then(|id| id.parse::<i64>().ok()));
+            if let Some(id) = order
+                && !mine.contains(&id)
+            {
+                self.shared.foreign_notifications.fetch_add(1, Ordering::Relaxed);
+                self.shared.fail(format!("{} was shown a notification about order {id}", self.shopper.cohort));
+            }
+        }
+    }
+
+    async fn checkout(&self, round: u64, may_be_refused: bool) {
+        const ANSWERS: &[StatusCode] = &[StatusCode::CREATED, StatusCode::CONFLICT];
+        const OR_REFUSED: &[StatusCode] = &[StatusCode::CREATED, StatusCode::CONFLICT, StatusCode::SERVICE_UNAVAILABLE];
+        let mut req = Req::new(Method::POST, "/api/orders".into(), if may_be_refused { OR_REFUSED } else { ANSWERS })
             .body(json!({"card_number": "4242424242424242"}));
         req.idempotency_key = Some(format!("{}-{round}", self.shopper.cohort));
         match self.send(req).await {
@@ -355,6 +420,10 @@ impl Agent {
                 if let Some(id) = order["id"].as_i64() {
                     self.shared.orders.lock().unwrap_or_else(|e| e.into_inner()).push((self.shopper.n, id));
                 }
+            }
+            // Payments unavailable: the cart is kept; the next checkout tries again.
+            Some((StatusCode::SERVICE_UNAVAILABLE, _)) => {
+                self.shared.refused.fetch_add(1, Ordering::Relaxed);
             }
             // Out of stock is a normal answer: empty the cart and shop on.
             Some(_) => {

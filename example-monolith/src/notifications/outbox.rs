@@ -3,6 +3,7 @@
 use serde::Serialize;
 
 use crate::db::now;
+use crate::events::Payload;
 
 /// A message to a user.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -37,6 +38,39 @@ where
     .execute(executor)
     .await?;
     Ok(())
+}
+
+/// The message a user gets for an event: (kind, subject, body). The shop and the
+/// notifications service word their messages with this one function.
+pub fn message(event: &Payload) -> (&'static str, String, String) {
+    match event {
+        Payload::UserRegistered { name, .. } => {
+            ("welcome", "Welcome to Ficus Shop".into(), format!("Hello {name}, your account is ready."))
+        }
+        Payload::OrderPlaced { order_id, items, total_cents, .. } => (
+            "order_confirmed",
+            format!("Order #{order_id} confirmed"),
+            format!(
+                "We received your order #{order_id}: {items} item(s), ${}.{:02}.",
+                total_cents / 100,
+                total_cents % 100
+            ),
+        ),
+        Payload::OrderCancelled { order_id, .. } => (
+            "order_cancelled",
+            format!("Order #{order_id} cancelled"),
+            format!("Your order #{order_id} was cancelled and refunded."),
+        ),
+    }
+}
+
+/// Queues the message for `event` to the user it concerns, in the caller's transaction.
+pub async fn enqueue_for<'c, E>(executor: E, event: &Payload) -> sqlx::Result<()>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    let (kind, subject, body) = message(event);
+    enqueue(executor, event.user_id(), kind, &subject, &body).await
 }
 
 /// A user's messages, newest first.

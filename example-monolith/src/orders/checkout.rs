@@ -10,13 +10,31 @@
 //!    the confirmation, empty the cart;
 //! 4. commit. Any failure — out of stock, a declined card — rolls everything back, so a
 //!    failed checkout leaves no order and holds no stock.
+//!
+//! Once charges go to the payments service (`PUT /api/admin/payments`), a remote call
+//! cannot sit inside a database transaction, and checkout becomes a short saga:
+//! 1. one transaction writes the order `pending` with its charge key (`order-{id}`) and
+//!    holds the stock;
+//! 2. the charge goes to the service through the guard (timeout, retries under a
+//!    budget, breaker, bulkhead) with that key, so no retry charges twice;
+//! 3. captured → a second transaction marks the order `paid`, records OrderPlaced and the
+//!    confirmation, empties the cart; declined → the stock is released and the order
+//!    marked `declined` (402); no answer → the key is cancelled at the service (a charge
+//!    that went through is refunded, one still on its way is refused), the stock released
+//!    and the order marked `abandoned` (503). If even the cancel cannot reach the service, the
+//!    order is left `unsettled` and [`settle`] finishes the job when the service is back.
+//!
+//! So every `paid` order has exactly one captured charge, and every captured charge a
+//! `paid` order; customers only ever see `paid` and `cancelled` orders.
 
 use super::repo::{self, Order, OrderItem};
 use crate::AppState;
 use crate::cart;
 use crate::error::{ApiError, ApiResult, is_unique_violation};
+use crate::events::{self, Payload};
 use crate::inventory;
 use crate::notifications;
+use crate::payments::remote::{ChargeOutcome, PaymentsClient, charge_key};
 use crate::payments::{self, gateway::PaymentError};
 use crate::product_source::ProductSource;
 
@@ -49,10 +67,9 @@ pub async fn checkout(state: &AppState, user_id: i64, card_number: &str, key: Op
         // A concurrent retry with the same key won the race: answer with its order.
         Err(ApiError::Database(e)) if key.is_some() && is_unique_violation(&e) => {
             let key = key.unwrap_or_default();
-            existing(state, user_id, key)
-                .await?
-                .map(Outcome::Replayed)
-                .ok_or_else(|| ApiError::Internal("idempotency key conflict without an order".into()))
+            existing(state, user_id, key).await?.map(Outcome::Replayed).ok_or_else(|| {
+                ApiError::Unavailable("a checkout with this Idempotency-Key is still being settled; try again".into())
+            })
         }
         other => other,
     }
@@ -102,34 +119,143 @@ async fn attempt(state: &AppState, user_id: i64, card_number: &str, key: Option<
             });
         }
     }
-    let charge = payments::gateway::charge(card_number, total).map_err(|e| match e {
-        PaymentError::InvalidCard => ApiError::invalid("card_number", e.to_string()),
-        PaymentError::Declined(reason) => ApiError::PaymentDeclined(reason.to_string()),
-    })?;
-    payments::repo::record_capture(&mut tx, order_id, total, &charge).await?;
-    repo::transition(&mut tx, user_id, order_id, "pending", "paid").await?;
-    notifications::outbox::enqueue(
-        &mut *tx,
-        user_id,
-        "order_confirmed",
-        &format!("Order #{order_id} confirmed"),
-        &format!(
-            "We received your order #{order_id}: {} item(s), {}.",
-            items.iter().map(|i| i.quantity).sum::<i64>(),
-            money(total)
-        ),
-    )
-    .await?;
-    cart::repo::clear(&mut tx, user_id).await?;
+    let Some(service) = state.payments.service() else {
+        let charge = payments::gateway::charge(card_number, total).map_err(|e| match e {
+            PaymentError::InvalidCard => ApiError::invalid("card_number", e.to_string()),
+            PaymentError::Declined(reason) => ApiError::PaymentDeclined(reason.to_string()),
+        })?;
+        payments::repo::record_capture(&mut tx, order_id, total, &charge).await?;
+        placed(&mut tx, user_id, order_id, &items, total).await?;
+        tx.commit().await?;
+        return created(state, user_id, order_id, total).await;
+    };
+    let key = charge_key(order_id);
+    repo::set_payment_key(&mut tx, order_id, &key).await?;
     tx.commit().await?;
+    match service.charge(&key, order_id, total, card_number).await {
+        Ok(ChargeOutcome::Captured(_)) => {
+            let mut tx = state.pool.begin().await?;
+            placed(&mut tx, user_id, order_id, &items, total).await?;
+            tx.commit().await?;
+            created(state, user_id, order_id, total).await
+        }
+        Ok(ChargeOutcome::Declined(reason)) => {
+            give_up(state, order_id, "declined").await?;
+            Err(ApiError::PaymentDeclined(reason))
+        }
+        Ok(ChargeOutcome::Cancelled) => {
+            give_up(state, order_id, "abandoned").await?;
+            Err(ApiError::Unavailable("the payment was cancelled; you have not been charged".into()))
+        }
+        Err(err) => {
+            tracing::warn!(order_id, %err, "payments service gave no answer");
+            // Nothing sent: nothing to undo. Sent without an answer: cancel the key first.
+            let settled = err.nothing_sent() || settle_one(state, &service, order_id).await;
+            if err.nothing_sent() {
+                give_up(state, order_id, "abandoned").await?;
+            } else if !settled {
+                mark_unsettled(state, order_id).await?;
+            }
+            Err(ApiError::Unavailable(format!(
+                "payments unavailable ({err}); you have not been charged, try again shortly"
+            )))
+        }
+    }
+}
+
+/// The order is paid: mark it, record the event and the confirmation, empty the cart.
+async fn placed(
+    tx: &mut sqlx::AnyConnection,
+    user_id: i64,
+    order_id: i64,
+    items: &[OrderItem],
+    total: i64,
+) -> ApiResult<()> {
+    if !repo::transition(&mut *tx, user_id, order_id, "pending", "paid").await? {
+        return Err(ApiError::Internal(format!("order {order_id} was no longer pending")));
+    }
+    let event =
+        Payload::OrderPlaced { order_id, user_id, items: items.iter().map(|i| i.quantity).sum(), total_cents: total };
+    notifications::outbox::enqueue_for(&mut *tx, &event).await?;
+    events::record(&mut *tx, &event).await?;
+    cart::repo::clear(&mut *tx, user_id).await?;
+    Ok(())
+}
+
+async fn created(state: &AppState, user_id: i64, order_id: i64, total: i64) -> ApiResult<Outcome> {
     tracing::info!(order_id, user_id, total_cents = total, "order placed");
     let order =
         repo::find(&state.pool, user_id, order_id).await?.ok_or_else(|| ApiError::not_found("order", order_id))?;
     Ok(Outcome::Created(order))
 }
 
-/// Cancels a paid order: puts its stock back, refunds the payment, tells the user.
+/// A checkout that will not complete: its stock goes back and the order ends `status`
+/// (hidden from the customer), its idempotency key free for another attempt.
+async fn give_up(state: &AppState, order_id: i64, status: &str) -> ApiResult<()> {
+    let mut tx = state.pool.begin().await?;
+    if repo::settle(&mut tx, order_id, status).await? {
+        inventory::repo::release(&mut tx, order_id).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn mark_unsettled(state: &AppState, order_id: i64) -> ApiResult<()> {
+    let mut tx = state.pool.begin().await?;
+    repo::mark_unsettled(&mut tx, order_id).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Cancels an order's charge key at the service and gives the order up; false when the
+/// service could not be reached.
+async fn settle_one(state: &AppState, service: &PaymentsClient, order_id: i64) -> bool {
+    match service.cancel(&charge_key(order_id)).await {
+        Ok(status) => {
+            tracing::info!(order_id, %status, "charge key cancelled; order given up");
+            if let Err(err) = give_up(state, order_id, "abandoned").await {
+                tracing::warn!(order_id, %err, "could not give the order up");
+                return false;
+            }
+            true
+        }
+        Err(err) => {
+            tracing::warn!(order_id, %err, "could not cancel the charge key; left unsettled");
+            false
+        }
+    }
+}
+
+/// Settles every order a checkout left `unsettled` (the payments service could not be
+/// reached to cancel its charge) and every `pending` one older than a minute (a crash
+/// between the two transactions). Returns how many were settled.
+pub async fn settle(state: &AppState) -> ApiResult<usize> {
+    let Some(service) = state.payments.service() else { return Ok(0) };
+    let mut done = 0;
+    for order_id in repo::unsettled(&state.pool, 60).await? {
+        if settle_one(state, &service, order_id).await {
+            done += 1;
+        } else {
+            break;
+        }
+    }
+    Ok(done)
+}
+
+/// Cancels a paid order: refunds the payment (at the payments service first, when charges
+/// go there), puts its stock back, tells the user.
 pub async fn cancel(state: &AppState, user_id: i64, order_id: i64) -> ApiResult<Order> {
+    let service = state.payments.service();
+    if let Some(service) = &service
+        && repo::find(&state.pool, user_id, order_id).await?.is_some_and(|o| o.status == "paid")
+    {
+        // Refunded first: if the service is down nothing changes, and a refund whose order
+        // update then fails is repeated harmlessly by the next attempt (the key stays cancelled).
+        service
+            .cancel(&charge_key(order_id))
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("payments unavailable ({e}); the order is unchanged")))?;
+    }
     let mut tx = state.pool.begin().await?;
     if !repo::transition(&mut tx, user_id, order_id, "paid", "cancelled").await? {
         drop(tx);
@@ -142,20 +268,13 @@ pub async fn cancel(state: &AppState, user_id: i64, order_id: i64) -> ApiResult<
         };
     }
     inventory::repo::release(&mut tx, order_id).await?;
-    payments::repo::refund(&mut tx, order_id).await?;
-    notifications::outbox::enqueue(
-        &mut *tx,
-        user_id,
-        "order_cancelled",
-        &format!("Order #{order_id} cancelled"),
-        &format!("Your order #{order_id} was cancelled and refunded."),
-    )
-    .await?;
+    if service.is_none() {
+        payments::repo::refund(&mut tx, order_id).await?;
+    }
+    let event = Payload::OrderCancelled { order_id, user_id };
+    notifications::outbox::enqueue_for(&mut *tx, &event).await?;
+    events::record(&mut tx, &event).await?;
     tx.commit().await?;
     tracing::info!(order_id, user_id, "order cancelled");
     repo::find(&state.pool, user_id, order_id).await?.ok_or_else(|| ApiError::not_found("order", order_id))
-}
-
-fn money(cents: i64) -> String {
-    format!("${}.{:02}", cents / 100, cents % 100)
 }

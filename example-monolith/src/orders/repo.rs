@@ -5,7 +5,8 @@ use serde::Serialize;
 
 use crate::db::{Pool, now};
 
-/// An order as clients see it.
+/// An order as clients see it. Orders still being paid (`pending`, `unsettled`) and
+/// checkouts that did not complete (`declined`, `abandoned`) are never shown.
 #[derive(Debug, Clone, Serialize)]
 pub struct Order {
     /// Order id.
@@ -120,10 +121,56 @@ pub async fn transition(
     Ok(done.rows_affected() == 1)
 }
 
+/// Records the idempotency key of the order's charge at the payments service.
+pub async fn set_payment_key(conn: &mut sqlx::AnyConnection, order_id: i64, key: &str) -> sqlx::Result<()> {
+    sqlx::query("UPDATE orders SET payment_key = $1 WHERE id = $2").bind(key).bind(order_id).execute(conn).await?;
+    Ok(())
+}
+
+/// Ends a checkout that will not complete: a `pending` or `unsettled` order becomes
+/// `status` and frees its idempotency key for another attempt. False when it was neither.
+pub async fn settle(conn: &mut sqlx::AnyConnection, order_id: i64, status: &str) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "UPDATE orders SET status = $1, idempotency_key = NULL WHERE id = $2 AND status IN ('pending', 'unsettled')",
+    )
+    .bind(status)
+    .bind(order_id)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Marks a `pending` order whose charge could not be settled.
+pub async fn mark_unsettled(conn: &mut sqlx::AnyConnection, order_id: i64) -> sqlx::Result<()> {
+    sqlx::query("UPDATE orders SET status = 'unsettled' WHERE id = $1 AND status = 'pending'")
+        .bind(order_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Orders waiting to be settled with the payments service: `unsettled` ones, and
+/// `pending` ones with a charge key older than `older_than_secs`, oldest first.
+pub async fn unsettled(pool: &Pool, older_than_secs: i64) -> sqlx::Result<Vec<i64>> {
+    sqlx::query_scalar(
+        "SELECT id FROM orders WHERE status = 'unsettled' \
+         OR (status = 'pending' AND payment_key IS NOT NULL AND created_at < $1) ORDER BY id",
+    )
+    .bind(now() - older_than_secs)
+    .fetch_all(pool)
+    .await
+}
+
+/// Orders by status, for checks: `(status, count)`.
+pub async fn count_by_status(pool: &Pool) -> sqlx::Result<Vec<(String, i64)>> {
+    sqlx::query_as("SELECT status, COUNT(*) FROM orders GROUP BY status ORDER BY status").fetch_all(pool).await
+}
+
 /// One of the user's orders (None when it does not exist or belongs to someone else).
 pub async fn find(pool: &Pool, user_id: i64, order_id: i64) -> sqlx::Result<Option<Order>> {
     let row = sqlx::query_as::<_, OrderRow>(
-        "SELECT id, status, total_cents, created_at FROM orders WHERE id = $1 AND user_id = $2",
+        "SELECT id, status, total_cents, created_at FROM orders \
+         WHERE id = $1 AND user_id = $2 AND status IN ('paid', 'cancelled')",
     )
     .bind(order_id)
     .bind(user_id)
@@ -142,7 +189,8 @@ pub async fn find(pool: &Pool, user_id: i64, order_id: i64) -> sqlx::Result<Opti
 /// All of the user's orders, newest first, with their lines.
 pub async fn for_user(pool: &Pool, user_id: i64) -> sqlx::Result<Vec<Order>> {
     let rows = sqlx::query_as::<_, OrderRow>(
-        "SELECT id, status, total_cents, created_at FROM orders WHERE user_id = $1 ORDER BY id DESC",
+        "SELECT id, status, total_cents, created_at FROM orders WHERE user_id = $1 AND status IN ('paid', 'cancelled') \
+         ORDER BY id DESC",
     )
     .bind(user_id)
     .fetch_all(pool)

@@ -65,6 +65,15 @@ impl FromRequestParts<AppState> for CurrentUser {
     }
 }
 
+/// A session resolved for a service (`POST /internal/sessions/resolve`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ResolvedSession {
+    /// Whose session it is.
+    pub user: User,
+    /// When it expires, in seconds since the epoch.
+    pub expires_at: i64,
+}
+
 /// An admin caller: the request carries `Authorization: Bearer $SHOP_ADMIN_TOKEN`.
 /// With no admin token configured, every admin request is refused.
 #[derive(Debug, Clone, Copy)]

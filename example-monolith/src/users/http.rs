@@ -6,7 +6,13 @@
 //! DELETE /api/sessions                           → 204 (logout)
 //! GET    /api/users/me                           → {id, email, name}
 //! PUT    /api/users/me   {name}                  → {id, email, name}
+//! POST   /internal/sessions/resolve {token}          → {user, expires_at} (internal token)
 //! ```
+//!
+//! `/internal/sessions/resolve` is how services extracted from the shop learn who calls
+//! them while the sessions still live here (remote authentication, as the ASP.NET
+//! System.Web adapters do it): the service passes on the caller's bearer token over an
+//! authenticated internal call and caches the answer briefly.
 
 use axum::Router;
 use axum::extract::State;
@@ -20,7 +26,7 @@ use crate::AppState;
 use crate::db::now;
 use crate::error::{ApiError, ApiResult, is_unique_violation};
 use crate::extract::Json;
-use crate::notifications;
+use crate::{events, notifications};
 
 /// The users routes.
 pub fn routes() -> Router<AppState> {
@@ -28,6 +34,27 @@ pub fn routes() -> Router<AppState> {
         .route("/api/users", post(register))
         .route("/api/users/me", get(me).put(update_me))
         .route("/api/sessions", post(login).delete(logout))
+        .route("/internal/sessions/resolve", post(resolve_session))
+}
+
+#[derive(Deserialize)]
+struct Resolve {
+    token: String,
+}
+
+/// Resolves a caller's session token for a service: 200 with the user and when the
+/// session expires, 401 when the token is unknown or expired. The calling service must
+/// present the shop's internal token.
+async fn resolve_session(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<Resolve>,
+) -> ApiResult<Json<auth::ResolvedSession>> {
+    auth::check_admin(&headers, state.internal_token.as_deref())?;
+    repo::session(&state.pool, &token_hash(body.token.trim()))
+        .await?
+        .map(|(user, expires_at)| Json(auth::ResolvedSession { user, expires_at }))
+        .ok_or(ApiError::Unauthorized("invalid or expired session token"))
 }
 
 #[derive(Deserialize)]
@@ -68,21 +95,19 @@ async fn register(
         return Err(ApiError::invalid("password", "password must be 8 to 128 characters"));
     }
     let hash = password::hash(body.password).await?;
-    let user = repo::insert_user(&state.pool, &email, &hash, &name).await.map_err(|e| {
+    // The account, its welcome message and its UserRegistered event commit together.
+    let mut tx = state.pool.begin().await?;
+    let user = repo::insert_user(&mut *tx, &email, &hash, &name).await.map_err(|e| {
         if is_unique_violation(&e) {
             ApiError::Conflict { message: "an account with this email already exists".into(), field: Some("email") }
         } else {
             e.into()
         }
     })?;
-    notifications::outbox::enqueue(
-        &state.pool,
-        user.id,
-        "welcome",
-        "Welcome to Ficus Shop",
-        &format!("Hello {}, your account is ready.", user.name),
-    )
-    .await?;
+    let event = events::Payload::UserRegistered { user_id: user.id, name: user.name.clone() };
+    notifications::outbox::enqueue_for(&mut *tx, &event).await?;
+    events::record(&mut tx, &event).await?;
+    tx.commit().await?;
     tracing::info!(user_id = user.id, "registered");
     Ok((StatusCode::CREATED, Json(user)))
 }

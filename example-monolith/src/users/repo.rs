@@ -5,7 +5,7 @@ use serde::Serialize;
 use crate::db::{Pool, now};
 
 /// A user as clients see it.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, sqlx::FromRow)]
 pub struct User {
     /// Account id.
     pub id: i64,
@@ -16,7 +16,10 @@ pub struct User {
 }
 
 /// Creates an account; a duplicate email fails with a unique violation.
-pub async fn insert_user(pool: &Pool, email: &str, password_hash: &str, name: &str) -> sqlx::Result<User> {
+pub async fn insert_user<'c, E>(executor: E, email: &str, password_hash: &str, name: &str) -> sqlx::Result<User>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
     sqlx::query_as::<_, User>(
         "INSERT INTO users (email, password_hash, name, created_at) VALUES ($1, $2, $3, $4) \
          RETURNING id, email, name",
@@ -25,7 +28,7 @@ pub async fn insert_user(pool: &Pool, email: &str, password_hash: &str, name: &s
     .bind(password_hash)
     .bind(name)
     .bind(now())
-    .fetch_one(pool)
+    .fetch_one(executor)
     .await
 }
 
@@ -68,6 +71,19 @@ pub async fn user_for_session(pool: &Pool, token_hash: &str) -> sqlx::Result<Opt
     .bind(now())
     .fetch_optional(pool)
     .await
+}
+
+/// The user owning an unexpired session, with the session's expiry.
+pub async fn session(pool: &Pool, token_hash: &str) -> sqlx::Result<Option<(User, i64)>> {
+    let row: Option<(i64, String, String, i64)> = sqlx::query_as(
+        "SELECT u.id, u.email, u.name, s.expires_at FROM sessions s JOIN users u ON u.id = s.user_id \
+         WHERE s.token_hash = $1 AND s.expires_at > $2",
+    )
+    .bind(token_hash)
+    .bind(now())
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|(id, email, name, expires_at)| (User { id, email, name }, expires_at)))
 }
 
 /// Ends a session.

@@ -1,0 +1,172 @@
+//! Charges, one per idempotency key.
+//!
+//! `charge` and `cancel` both go through the key's unique row, so whichever comes first
+//! decides: a charge first is captured (and a later cancel refunds it); a cancel first
+//! leaves a `void` row and the charge, when it arrives, is refused. Retries of a charge
+//! find the row and get the first answer again.
+
+use shop::Pool;
+use shop::db::now;
+use shop::payments::gateway::{self, PaymentError};
+use shop::payments::remote::ChargeRecord;
+
+/// What a charge request ended with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Charged {
+    /// Captured now (201) or before, under the same key (200).
+    Captured {
+        /// The charge.
+        record: ChargeRecord,
+        /// False for a replay.
+        new: bool,
+    },
+    /// The card was declined (now or before, under the same key).
+    Declined(String),
+    /// The key was cancelled or refunded: nothing is taken.
+    Cancelled(ChargeRecord),
+}
+
+const COLUMNS: &str = "charge_key AS key, order_id, amount_cents, status, card_last4, reference, created_at";
+
+/// The charge made under `key`, if any.
+pub async fn find(pool: &Pool, key: &str) -> sqlx::Result<Option<ChargeRecord>> {
+    sqlx::query_as::<_, (String, i64, i64, String, String, String, i64)>(&format!(
+        "SELECT {COLUMNS} FROM charges WHERE charge_key = $1"
+    ))
+    .bind(key)
+    .fetch_optional(pool)
+    .await
+    .map(|row| row.map(record))
+}
+
+fn record(
+    (key, order_id, amount_cents, status, card_last4, reference, created_at): (
+        String,
+        i64,
+        i64,
+        String,
+        String,
+        String,
+        i64,
+    ),
+) -> ChargeRecord {
+    ChargeRecord { key, order_id, amount_cents, status, card_last4, reference, created_at }
+}
+
+fn answer(record: ChargeRecord, new: bool) -> Charged {
+    match record.status.as_str() {
+        "captured" => Charged::Captured { record, new },
+        // A declined row keeps the gateway's reason in `reference`.
+        "declined" => Charged::Declined(record.reference),
+        _ => Charged::Cancelled(record),
+    }
+}
+
+/// Inserts a row for `key` unless one exists; true when it was inserted.
+async fn insert(
+    pool: &Pool,
+    key: &str,
+    order_id: i64,
+    amount: i64,
+    status: &str,
+    last4: &str,
+    reference: &str,
+) -> sqlx::Result<bool> {
+    let at = now();
+    let done = sqlx::query(
+        "INSERT INTO charges (charge_key, order_id, amount_cents, status, card_last4, reference, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7) ON CONFLICT (charge_key) DO NOTHING",
+    )
+    .bind(key)
+    .bind(order_id)
+    .bind(amount)
+    .bind(status)
+    .bind(last4)
+    .bind(reference)
+    .bind(at)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Charges `amount` to `card` for `order_id` under `key`, at most once per key.
+pub async fn charge(pool: &Pool, key: &str, order_id: i64, amount: i64, card: &str) -> Result<Charged, ChargeError> {
+    if let Some(existing) = find(pool, key).await? {
+        return Ok(answer(existing, false));
+    }
+    let (status, last4, reference) = match gateway::charge(card, amount) {
+        Ok(c) => ("captured", c.last4, c.reference),
+        Err(PaymentError::Declined(reason)) => ("declined", String::new(), reason.to_string()),
+        Err(e @ PaymentError::InvalidCard) => return Err(ChargeError::Invalid(e.to_string())),
+    };
+    let new = insert(pool, key, order_id, amount, status, &last4, &reference).await?;
+    if new {
+        tracing::info!(key, order_id, amount, status, "charge");
+    }
+    // Inserted now, or another request (a retry, a cancel) got the key first: its row decides.
+    let row = find(pool, key).await?.ok_or_else(|| ChargeError::Internal(format!("charge {key} vanished")))?;
+    Ok(answer(row, new))
+}
+
+/// Cancels `key` for good: refunds a captured charge, declares the key void when no
+/// charge was made under it. Returns the key's row afterwards.
+pub async fn cancel(pool: &Pool, key: &str) -> sqlx::Result<ChargeRecord> {
+    let order_id = key.strip_prefix("order-").and_then(|id| id.parse().ok()).unwrap_or(0);
+    if !insert(pool, key, order_id, 0, "void", "", "").await? {
+        sqlx::query(
+            "UPDATE charges SET status = 'refunded', updated_at = $1 WHERE charge_key = $2 AND status = 'captured'",
+        )
+        .bind(now())
+        .bind(key)
+        .execute(pool)
+        .await?;
+    }
+    tracing::info!(key, "charge key cancelled");
+    find(pool, key).await?.ok_or_else(|| sqlx::Error::RowNotFound)
+}
+
+/// Why a charge could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ChargeError {
+    /// Not a card number (400).
+    #[error("{0}")]
+    Invalid(String),
+    /// The database failed.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    /// Should not happen.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Figures for checks.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Tally {
+    /// `(status, count)`.
+    pub by_status: Vec<(String, i64)>,
+    /// Orders with more than one captured charge (must be 0).
+    pub orders_charged_twice: i64,
+    /// Sum of captured amounts.
+    pub captured_cents: i64,
+}
+
+/// Counts what the service holds.
+pub async fn tally(pool: &Pool) -> sqlx::Result<Tally> {
+    let by_status =
+        sqlx::query_as("SELECT status, COUNT(*) FROM charges GROUP BY status ORDER BY status").fetch_all(pool).await?;
+    let orders_charged_twice = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM (SELECT order_id FROM charges WHERE status = 'captured' GROUP BY order_id HAVING COUNT(*) > 1) d",
+    )
+    .fetch_one(pool)
+    .await?;
+    let captured_cents: Option<i64> =
+        sqlx::query_scalar("SELECT CAST(SUM(amount_cents) AS BIGINT) FROM charges WHERE status = 'captured'")
+            .fetch_one(pool)
+            .await?;
+    Ok(Tally { by_status, orders_charged_twice, captured_cents: captured_cents.unwrap_or(0) })
+}
+
+/// Every captured charge's order id, for reconciliation against the shop's orders.
+pub async fn captured_orders(pool: &Pool) -> sqlx::Result<Vec<i64>> {
+    sqlx::query_scalar("SELECT order_id FROM charges WHERE status = 'captured' ORDER BY order_id").fetch_all(pool).await
+}
