@@ -63,6 +63,9 @@ pub struct Config {
     pub relay_to: Option<String>,
     /// Bearer token the relay sends to the consumer.
     pub relay_token: Option<String>,
+    /// Run the outbox relay in the shop, publishing to NATS JetStream at this URL (stream
+    /// `SHOP_EVENTS`) instead of over HTTP.
+    pub relay_nats: Option<String>,
 }
 
 impl Config {
@@ -81,6 +84,7 @@ impl Config {
             payments_service_url: None,
             relay_to: None,
             relay_token: None,
+            relay_nats: None,
         }
     }
 }
@@ -121,6 +125,9 @@ pub enum StartError {
     /// Seeding failed.
     #[error("seeding the catalogue: {0}")]
     Seed(#[source] sqlx::Error),
+    /// The outbox relay's broker could not be reached.
+    #[error("outbox relay: {0}")]
+    Relay(String),
 }
 
 /// A shop bound to its address and connected to its database, ready to serve.
@@ -170,10 +177,20 @@ impl Application {
             let client = payments::remote::PaymentsClient::new(&url, payments::guard::GuardConfig::default());
             state.payments.set(Some(client));
         }
-        let relay = config.relay_to.filter(|u| !u.is_empty()).map(|url| {
-            let publisher = events::relay::HttpPublisher::new(&url, config.relay_token.clone());
-            events::relay::Relay::new(state.pool.clone(), std::sync::Arc::new(publisher))
-        });
+        let publisher: Option<std::sync::Arc<dyn events::relay::Publisher>> =
+            match (config.relay_nats.filter(|u| !u.is_empty()), config.relay_to.filter(|u| !u.is_empty())) {
+                (Some(nats), _) => {
+                    let target = events::nats::NatsTarget::new(&nats);
+                    Some(std::sync::Arc::new(
+                        events::nats::NatsPublisher::connect(target).await.map_err(StartError::Relay)?,
+                    ))
+                }
+                (None, Some(url)) => {
+                    Some(std::sync::Arc::new(events::relay::HttpPublisher::new(&url, config.relay_token.clone())))
+                }
+                (None, None) => None,
+            };
+        let relay = publisher.map(|p| events::relay::Relay::new(state.pool.clone(), p));
         if let Some(url) = config.catalog_service_url.filter(|u| !u.is_empty()) {
             tracing::info!(%url, "product reads go to the catalog service");
             let client = product_source::CatalogClient::new(&url, None);

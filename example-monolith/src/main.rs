@@ -38,6 +38,8 @@ Environment:
                     circuit breaker, bulkhead) instead of the in-process gateway
   SHOP_RELAY_TO     run the outbox relay, delivering events to this consumer's /internal/events
                     (e.g. the notifications service); SHOP_RELAY_TOKEN is its bearer token
+  SHOP_RELAY_NATS   run the outbox relay, publishing to NATS JetStream at this URL
+                    (e.g. nats://127.0.0.1:4222; stream SHOP_EVENTS, subjects shop.events.*)
   RUST_LOG          log filter (default: info)
 
 Example:
@@ -63,6 +65,7 @@ async fn main() -> anyhow::Result<()> {
     config.payments_service_url = std::env::var("SHOP_PAYMENTS_SERVICE_URL").ok();
     config.relay_to = std::env::var("SHOP_RELAY_TO").ok();
     config.relay_token = std::env::var("SHOP_RELAY_TOKEN").ok();
+    config.relay_nats = std::env::var("SHOP_RELAY_NATS").ok();
     let app = Application::build(config).await.context("starting the shop")?;
     app.run_until_stopped(shop::shutdown_signal()).await.context("serving")?;
     tracing::info!("stopped");

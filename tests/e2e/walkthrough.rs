@@ -41,10 +41,11 @@ pub fn check_output(stdout: &str) {
     );
 }
 
-/// The three extractions in order on PostgreSQL: the shop and each service on a database of
-/// its own.
+/// The three extractions in order on PostgreSQL, the production configuration: the shop and
+/// each service on a database of its own, the shop's events through NATS JetStream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn walkthrough_all_on_postgres() {
+async fn walkthrough_all_on_postgres_and_nats() {
+    let Some(nats) = ficus_e2e::nats::url().await else { return };
     let mut dbs = Vec::new();
     for name in ["shop", "catalog", "notifications", "payments"] {
         let Some(db) = ficus_e2e::pg::create_database(&format!("walkthrough_{name}")).await else { return };
@@ -55,7 +56,15 @@ async fn walkthrough_all_on_postgres() {
     let out = tokio::task::spawn_blocking(move || {
         Command::new(built("ficus"))
             .args(["walkthrough", "all", "--auto", "--shop-database", &urls[0], "--catalog-database", &urls[1]])
-            .args(["--notifications-database", &urls[2], "--payments-database", &urls[3], "--data-dir"])
+            .args([
+                "--notifications-database",
+                &urls[2],
+                "--payments-database",
+                &urls[3],
+                "--nats",
+                &nats,
+                "--data-dir",
+            ])
             .arg(data.path())
             .env("NO_COLOR", "1")
             .output()
@@ -74,6 +83,7 @@ async fn walkthrough_all_on_postgres() {
             "the {service} service runs on PostgreSQL:\n{stdout}"
         );
     }
+    assert!(stdout.contains("events through NATS JetStream"), "the events go through NATS:\n{stdout}");
     check_output(&stdout);
 }
 

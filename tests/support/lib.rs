@@ -100,6 +100,46 @@ pub mod pg {
     }
 }
 
+/// NATS with JetStream for tests: its URL from `FICUS_TEST_NATS_URL` (default
+/// `nats://127.0.0.1:4222`). When it cannot be reached, tests are skipped with a message —
+/// unless `FICUS_REQUIRE_NATS` is set (CI sets it), in which case they fail. Each test
+/// uses a stream of its own and deletes it.
+pub mod nats {
+    /// The server's URL when it answers like a NATS server with JetStream; None (skip) when
+    /// it is unreachable and not required.
+    pub async fn url() -> Option<String> {
+        use tokio::io::AsyncReadExt;
+        let url = std::env::var("FICUS_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+        let addr = url.trim_start_matches("nats://").to_string();
+        let probe = async {
+            let mut stream = tokio::net::TcpStream::connect(&addr).await.map_err(|e| e.to_string())?;
+            let mut info = vec![0u8; 1024];
+            let n = stream.read(&mut info).await.map_err(|e| e.to_string())?;
+            let info = String::from_utf8_lossy(&info[..n]).to_string();
+            if !info.starts_with("INFO ") {
+                return Err(format!("not a NATS server: {info:?}"));
+            }
+            if !info.contains("\"jetstream\":true") {
+                return Err("JetStream is not enabled (start nats-server with -js)".to_string());
+            }
+            Ok(())
+        };
+        let outcome = tokio::time::timeout(std::time::Duration::from_secs(3), probe)
+            .await
+            .unwrap_or_else(|_| Err("no answer in 3 s".into()));
+        match outcome {
+            Ok(()) => Some(url),
+            Err(err) => {
+                if std::env::var_os("FICUS_REQUIRE_NATS").is_some() {
+                    panic!("NATS is required (FICUS_REQUIRE_NATS is set) but {url} is unusable: {err}");
+                }
+                eprintln!("skipping: NATS at {url} is unusable ({err}); set FICUS_TEST_NATS_URL to run it");
+                None
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::readme_commands;

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use shop::events::nats::{NatsPublisher, NatsTarget};
 use shop::events::relay::{HttpPublisher, Publisher, Relay, RelayStats};
 use tokio::sync::oneshot;
 
@@ -38,10 +39,12 @@ pub(crate) struct NotificationsState {
     writes: Vec<String>,
     /// Redeliveries the service ignored before it was restarted (its counters start at 0).
     ignored_before_restart: u64,
+    /// The JetStream stream of this run, when the events go through NATS.
+    nats: Option<NatsTarget>,
 }
 
 impl NotificationsState {
-    /// Stops the relay and the service.
+    /// Stops the relay and the service, and deletes this run's JetStream stream.
     pub(crate) async fn stop(&mut self) {
         if let Some((task, stop)) = self.relay.take() {
             let _ = stop.send(());
@@ -49,6 +52,11 @@ impl NotificationsState {
         }
         if let Some(service) = self.service.take() {
             service.stop().await;
+        }
+        if let Some(target) = self.nats.take()
+            && let Err(err) = notifications_service::nats::delete_stream(&target).await
+        {
+            tracing::warn!(%err, stream = %target.stream, "could not delete the walkthrough's stream");
         }
     }
 }
@@ -158,6 +166,7 @@ impl Walk<'_> {
             events_token: Some(self.admin_token.clone()),
             shop_url: self.shop().base.clone(),
             shop_token: Some(self.admin_token.clone()),
+            nats: self.notifications.nats.clone(),
         };
         let service = Isolated::start(move |stopped| async move {
             let app = notifications_service::Application::build(config).await.map_err(|e| e.to_string())?;
@@ -174,10 +183,18 @@ impl Walk<'_> {
         Ok(())
     }
 
+    /// The relay's publisher: JetStream when the walkthrough runs with NATS, else HTTP to
+    /// the service's `/internal/events`.
+    async fn publisher(&self) -> Result<Arc<dyn Publisher>, WalkError> {
+        Ok(match &self.notifications.nats {
+            Some(target) => Arc::new(NatsPublisher::connect(target.clone()).await.map_err(|e| self.broken(e))?),
+            None => Arc::new(HttpPublisher::new(&self.notifications_base()?, Some(self.admin_token.clone()))),
+        })
+    }
+
     /// Starts the outbox relay, delivering to the notifications service.
-    fn start_relay(&mut self) -> Result<(), WalkError> {
-        let base = self.notifications_base()?;
-        let publisher: Arc<dyn Publisher> = Arc::new(HttpPublisher::new(&base, Some(self.admin_token.clone())));
+    async fn start_relay(&mut self) -> Result<(), WalkError> {
+        let publisher = self.publisher().await?;
         let relay = Relay::new(self.shop().pool.clone(), publisher.clone());
         self.notifications.relay_stats.push(relay.stats());
         let (stop, stopped) = oneshot::channel::<()>();
@@ -216,8 +233,19 @@ impl Walk<'_> {
 
     async fn move_notifications_data(&mut self) -> Result<(), WalkError> {
         self.begin("move_data", "Start the notifications service and replay the outbox into it", "The service gets its own database and never reads the shop's. Every change the shop made since it started is an event in its outbox; the relay publishes them from the first, and the service builds its notifications from them, each event once.")?;
+        if let Some(url) = self.opts.nats_url.clone() {
+            let run = self.admin_token.trim_start_matches("walkthrough-").to_string();
+            let target = NatsTarget { url, stream: format!("SHOP_EVENTS_{run}"), prefix: format!("shop.{run}.events") };
+            self.note(format!(
+                "events through NATS JetStream at {}: stream {}, subjects {}.*, deduplicated by event id",
+                target.url, target.stream, target.prefix
+            ));
+            self.notifications.nats = Some(target);
+        } else {
+            self.note("events over HTTP: the relay posts the outbox to the service's /internal/events (no broker)");
+        }
         self.start_notifications_service("127.0.0.1:0".parse().expect("address")).await?;
-        self.start_relay()?;
+        self.start_relay().await?;
         let (recorded, published, processed) = self.outbox_drained(Duration::from_secs(60)).await?;
         self.check(
             recorded == published && published == processed && recorded > 0,
@@ -370,23 +398,24 @@ impl Walk<'_> {
         }
         self.note("relay killed");
         self.orders_keep_coming(2, "while the relay is down").await?;
-        self.start_relay()?;
+        self.start_relay().await?;
         self.note("relay restarted");
         // A relay restarted from an older position publishes again what was delivered: the
         // last 20 events, sent again, must change nothing.
         let all = shop::events::all(&self.shop().pool).await.map_err(|e| self.broken(e))?;
         let again = &all[all.len().saturating_sub(20)..];
-        let publisher = HttpPublisher::new(&self.notifications_base()?, Some(self.admin_token.clone()));
+        let publisher = self.publisher().await?;
         publisher.publish(again).await.map_err(|e| self.broken(format!("redelivering: {e}")))?;
         let stats = self.notifications_stats().await?;
+        let who = if self.notifications.nats.is_some() {
+            "JetStream dropped those whose Nats-Msg-Id it had stored, the service ignores the rest".to_string()
+        } else {
+            format!("the service has ignored {} redeliveries so far", stats["deliveries_duplicate"])
+        };
         self.check(
             stats["duplicated_events"] == 0,
             "events delivered again are recognised and ignored",
-            format!(
-                "{} events redelivered; the service has ignored {} redeliveries so far; 0 stored twice",
-                again.len(),
-                stats["deliveries_duplicate"]
-            ),
+            format!("{} events published again; {who}; 0 stored twice", again.len()),
         )?;
         self.notifications.ignored_before_restart += stats["deliveries_duplicate"].as_u64().unwrap_or(0);
         let service = self.notifications.service.take().ok_or_else(|| self.broken("no service"))?;

@@ -7,6 +7,7 @@
 //! a consumer may see an event twice (after a relay crash between publishing and marking
 //! it published) and dedupes on [`Event::event_id`].
 
+pub mod nats;
 pub mod relay;
 
 use serde::{Deserialize, Serialize};

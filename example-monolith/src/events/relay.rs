@@ -7,7 +7,7 @@
 //! before one recorded earlier; the relay backs off (up to 2 s) and tries again.
 //!
 //! Two publishers: [`HttpPublisher`] posts to a consumer's `/internal/events` (the default,
-//! no broker) and, in `nats.rs`, JetStream.
+//! no broker) and [`NatsPublisher`](super::nats::NatsPublisher), JetStream.
 
 use std::future::Future;
 use std::sync::Arc;

@@ -12,6 +12,7 @@
 pub mod consumer;
 pub mod http;
 pub mod identity;
+pub mod nats;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -49,6 +50,8 @@ pub struct Config {
     pub shop_url: String,
     /// The token the shop wants on `/internal/sessions/resolve`.
     pub shop_token: Option<String>,
+    /// Consume the shop's events from NATS JetStream too (besides `POST /internal/events`).
+    pub nats: Option<shop::events::nats::NatsTarget>,
 }
 
 /// Shared by every handler.
@@ -84,6 +87,7 @@ pub enum StartError {
 pub struct Application {
     listener: TcpListener,
     state: ServiceState,
+    nats: Option<shop::events::nats::NatsTarget>,
 }
 
 impl Application {
@@ -101,7 +105,7 @@ impl Application {
             identity: identity::Identity::new(&config.shop_url, config.shop_token),
             stats: Arc::default(),
         };
-        Ok(Self { listener, state })
+        Ok(Self { listener, state, nats: config.nats })
     }
 
     /// The address actually bound.
@@ -117,8 +121,12 @@ impl Application {
     /// Serves until `shutdown` resolves, then finishes in-flight requests.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let pool = self.state.pool.clone();
-        axum::serve(self.listener, http::router(self.state)).with_graceful_shutdown(shutdown).await?;
+        let consumer = self.nats.map(|target| tokio::spawn(nats::consume_forever(self.state.clone(), target)));
+        let served = axum::serve(self.listener, http::router(self.state)).with_graceful_shutdown(shutdown).await;
+        if let Some(consumer) = consumer {
+            consumer.abort();
+        }
         pool.close().await;
-        Ok(())
+        served
     }
 }

@@ -23,6 +23,7 @@ Options:
   --listen ADDR     address to serve on (default 127.0.0.1:3102; port 0 picks a free one)
   --data-dir DIR    directory of the SQLite database notifications.db (default ./data)
   --shop URL        the shop, which resolves callers' sessions (e.g. http://127.0.0.1:3000)
+  --nats URL        also consume the shop's events from NATS JetStream (stream SHOP_EVENTS)
   -h, --help        this text
 
 Environment:
@@ -34,7 +35,7 @@ Environment:
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let Some(args) = parse_args(std::env::args().skip(1), USAGE, "127.0.0.1:3102", &[], &["--shop"])? else {
+    let Some(args) = parse_args(std::env::args().skip(1), USAGE, "127.0.0.1:3102", &[], &["--shop", "--nats"])? else {
         print!("{USAGE}");
         return Ok(());
     };
@@ -49,6 +50,7 @@ async fn main() -> anyhow::Result<()> {
         events_token: std::env::var("NOTIFICATIONS_EVENTS_TOKEN").ok(),
         shop_url,
         shop_token: std::env::var("SHOP_INTERNAL_TOKEN").ok(),
+        nats: args.values.get("--nats").map(|url| shop::events::nats::NatsTarget::new(url)),
     };
     let app = Application::build(config).await.context("starting the notifications service")?;
     app.run_until_stopped(shop::shutdown_signal()).await.context("serving")?;
