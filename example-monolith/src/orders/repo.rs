@@ -161,11 +161,6 @@ pub async fn unsettled(pool: &Pool, older_than_secs: i64) -> sqlx::Result<Vec<i6
     .await
 }
 
-/// Orders by status, for checks: `(status, count)`.
-pub async fn count_by_status(pool: &Pool) -> sqlx::Result<Vec<(String, i64)>> {
-    sqlx::query_as("SELECT status, COUNT(*) FROM orders GROUP BY status ORDER BY status").fetch_all(pool).await
-}
-
 /// One of the user's orders (None when it does not exist or belongs to someone else).
 pub async fn find(pool: &Pool, user_id: i64, order_id: i64) -> sqlx::Result<Option<Order>> {
     let row = sqlx::query_as::<_, OrderRow>(
