@@ -349,7 +349,7 @@ impl Walk<'_> {
     /// then is counted as in flight, not as a charge without an order. Returns the figures.
     async fn payments_reconciled(&mut self, what: &str, quiet: bool) -> Result<String, WalkError> {
         let deadline = Instant::now() + Duration::from_secs(30);
-        let waiting = if quiet { "('pending', 'unsettled')" } else { "('unsettled')" };
+        let waiting = if quiet { "('pending', 'unsettled', 'cancelling')" } else { "('unsettled')" };
         let mut unsettled: i64;
         loop {
             unsettled = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM orders WHERE status IN {waiting}"))
@@ -373,7 +373,7 @@ impl Walk<'_> {
         };
         // A cancelled order's charge is refunded, so it is not captured any more.
         let should = with(&["paid"]);
-        let in_flight = with(&["pending", "unsettled"]);
+        let in_flight = with(&["pending", "unsettled", "cancelling"]);
         let newest = orders.iter().map(|(id, _)| *id).max().unwrap_or(0);
         let (unpaid_charges, flying): (Vec<i64>, Vec<i64>) =
             captured.difference(&should).copied().partition(|id| !in_flight.contains(id) && *id <= newest);

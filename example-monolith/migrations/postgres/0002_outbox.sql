@@ -14,3 +14,6 @@ CREATE INDEX outbox_unpublished ON outbox (published_at, id);
 
 -- Orders not settled with the payments service yet: the charge's idempotency key.
 ALTER TABLE orders ADD COLUMN payment_key TEXT;
+-- When the order last changed status, for the few transitions that are timed (a
+-- cancellation waiting for its refund).
+ALTER TABLE orders ADD COLUMN status_at BIGINT;

@@ -25,7 +25,7 @@
 //!    order is left `unsettled` and [`settle`] finishes the job when the service is back.
 //!
 //! So every `paid` order has exactly one captured charge, and every captured charge a
-//! `paid` order; customers only ever see `paid` and `cancelled` orders.
+//! `paid` order; customers only ever see `paid`, `cancelling` and `cancelled` orders.
 
 use super::repo::{self, Order, OrderItem};
 use crate::AppState;
@@ -227,54 +227,105 @@ async fn settle_one(state: &AppState, service: &PaymentsClient, order_id: i64) -
 }
 
 /// Settles every order a checkout left `unsettled` (the payments service could not be
-/// reached to cancel its charge) and every `pending` one older than a minute (a crash
-/// between the two transactions). Returns how many were settled.
+/// reached to cancel its charge), every `pending` one older than a minute (a crash between
+/// the two transactions) and every cancellation left waiting for its refund over a minute.
+/// Returns how many were settled.
 pub async fn settle(state: &AppState) -> ApiResult<usize> {
     let Some(service) = state.payments.service() else { return Ok(0) };
     let mut done = 0;
     for order_id in repo::unsettled(&state.pool, 60).await? {
-        if settle_one(state, &service, order_id).await {
-            done += 1;
-        } else {
-            break;
+        if !settle_one(state, &service, order_id).await {
+            return Ok(done);
+        }
+        done += 1;
+    }
+    for (order_id, user_id) in repo::stuck_cancellations(&state.pool, 60).await? {
+        match service.cancel(&charge_key(order_id)).await {
+            Ok(_) => {
+                finish_cancel(state, user_id, order_id).await?;
+                done += 1;
+            }
+            Err(err) => {
+                tracing::warn!(order_id, %err, "cancellation still waiting for its refund");
+                break;
+            }
         }
     }
     Ok(done)
 }
 
-/// Cancels a paid order: refunds the payment (at the payments service first, when charges
-/// go there), puts its stock back, tells the user.
+/// Cancels a paid order: refunds the payment, puts its stock back, tells the user.
+///
+/// With the in-process gateway this is one transaction. With the payments service it is
+/// three steps, so no order ends `cancelled` with its charge still captured nor `paid`
+/// with its charge refunded: the order becomes `cancelling`; the charge key is cancelled
+/// at the service (refunded); the order becomes `cancelled`. If the service refuses at once
+/// (breaker open, no slot), the order goes back to `paid` and the answer is 503; if it was
+/// asked and did not answer, the order stays `cancelling` (503) and [`settle`] completes it.
 pub async fn cancel(state: &AppState, user_id: i64, order_id: i64) -> ApiResult<Order> {
-    let service = state.payments.service();
-    if let Some(service) = &service
-        && repo::find(&state.pool, user_id, order_id).await?.is_some_and(|o| o.status == "paid")
-    {
-        // Refunded first: if the service is down nothing changes, and a refund whose order
-        // update then fails is repeated harmlessly by the next attempt (the key stays cancelled).
-        service
-            .cancel(&charge_key(order_id))
-            .await
-            .map_err(|e| ApiError::Unavailable(format!("payments unavailable ({e}); the order is unchanged")))?;
+    let Some(service) = state.payments.service() else { return cancel_locally(state, user_id, order_id).await };
+    let mut tx = state.pool.begin().await?;
+    let claimed = repo::begin_cancel(&mut tx, user_id, order_id).await?;
+    tx.commit().await?;
+    if !claimed {
+        return Err(cannot_cancel(state, user_id, order_id).await);
     }
+    match service.cancel(&charge_key(order_id)).await {
+        Ok(_) => finish_cancel(state, user_id, order_id).await,
+        Err(err) if err.nothing_sent() => {
+            let mut tx = state.pool.begin().await?;
+            repo::transition(&mut tx, user_id, order_id, "cancelling", "paid").await?;
+            tx.commit().await?;
+            Err(ApiError::Unavailable(format!("payments unavailable ({err}); the order is unchanged")))
+        }
+        Err(err) => Err(ApiError::Unavailable(format!(
+            "payments did not answer ({err}); the order is cancelling and completes when payments is back"
+        ))),
+    }
+}
+
+/// The order's refund is done: it becomes `cancelled`, its stock goes back, the user is told.
+async fn finish_cancel(state: &AppState, user_id: i64, order_id: i64) -> ApiResult<Order> {
+    let mut tx = state.pool.begin().await?;
+    if repo::transition(&mut tx, user_id, order_id, "cancelling", "cancelled").await? {
+        inventory::repo::release(&mut tx, order_id).await?;
+        record_cancelled(&mut tx, user_id, order_id).await?;
+        tx.commit().await?;
+        tracing::info!(order_id, user_id, "order cancelled");
+    }
+    repo::find(&state.pool, user_id, order_id).await?.ok_or_else(|| ApiError::not_found("order", order_id))
+}
+
+async fn cancel_locally(state: &AppState, user_id: i64, order_id: i64) -> ApiResult<Order> {
     let mut tx = state.pool.begin().await?;
     if !repo::transition(&mut tx, user_id, order_id, "paid", "cancelled").await? {
         drop(tx);
-        return match repo::find(&state.pool, user_id, order_id).await? {
-            Some(order) => Err(ApiError::Conflict {
-                message: format!("order {order_id} is {} and cannot be cancelled", order.status),
-                field: None,
-            }),
-            None => Err(ApiError::not_found("order", order_id)),
-        };
+        return Err(cannot_cancel(state, user_id, order_id).await);
     }
     inventory::repo::release(&mut tx, order_id).await?;
-    if service.is_none() {
-        payments::repo::refund(&mut tx, order_id).await?;
-    }
-    let event = Payload::OrderCancelled { order_id, user_id };
-    notifications::outbox::enqueue_for(&mut *tx, &event).await?;
-    events::record(&mut tx, &event).await?;
+    payments::repo::refund(&mut tx, order_id).await?;
+    record_cancelled(&mut tx, user_id, order_id).await?;
     tx.commit().await?;
     tracing::info!(order_id, user_id, "order cancelled");
     repo::find(&state.pool, user_id, order_id).await?.ok_or_else(|| ApiError::not_found("order", order_id))
+}
+
+/// The cancellation message and the OrderCancelled event, in the caller's transaction.
+async fn record_cancelled(tx: &mut sqlx::AnyConnection, user_id: i64, order_id: i64) -> ApiResult<()> {
+    let event = Payload::OrderCancelled { order_id, user_id };
+    notifications::outbox::enqueue_for(&mut *tx, &event).await?;
+    events::record(tx, &event).await?;
+    Ok(())
+}
+
+/// Why an order cannot be cancelled: 409 with its status, or 404.
+async fn cannot_cancel(state: &AppState, user_id: i64, order_id: i64) -> ApiError {
+    match repo::find(&state.pool, user_id, order_id).await {
+        Ok(Some(order)) => ApiError::Conflict {
+            message: format!("order {order_id} is {} and cannot be cancelled", order.status),
+            field: None,
+        },
+        Ok(None) => ApiError::not_found("order", order_id),
+        Err(e) => e.into(),
+    }
 }

@@ -5,13 +5,14 @@ use serde::Serialize;
 
 use crate::db::{Pool, now};
 
-/// An order as clients see it. Orders still being paid (`pending`, `unsettled`) and
-/// checkouts that did not complete (`declined`, `abandoned`) are never shown.
+/// An order as clients see it: `paid`, `cancelling` (waiting for its refund) or
+/// `cancelled`. Orders still being paid (`pending`, `unsettled`) and checkouts that did not
+/// complete (`declined`, `abandoned`) are never shown.
 #[derive(Debug, Clone, Serialize)]
 pub struct Order {
     /// Order id.
     pub id: i64,
-    /// `paid` or `cancelled`.
+    /// `paid`, `cancelling` or `cancelled`.
     pub status: String,
     /// What was charged, in cents.
     pub total_cents: i64,
@@ -149,6 +150,28 @@ pub async fn mark_unsettled(conn: &mut sqlx::AnyConnection, order_id: i64) -> sq
     Ok(())
 }
 
+/// Starts cancelling a paid order whose charge is at the payments service: `paid` →
+/// `cancelling`, timed. False when it is not the user's or not paid.
+pub async fn begin_cancel(conn: &mut sqlx::AnyConnection, user_id: i64, order_id: i64) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "UPDATE orders SET status = 'cancelling', status_at = $1 WHERE id = $2 AND user_id = $3 AND status = 'paid'",
+    )
+    .bind(now())
+    .bind(order_id)
+    .bind(user_id)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Cancellations left waiting for their refund longer than `older_than_secs`: (order, user).
+pub async fn stuck_cancellations(pool: &Pool, older_than_secs: i64) -> sqlx::Result<Vec<(i64, i64)>> {
+    sqlx::query_as("SELECT id, user_id FROM orders WHERE status = 'cancelling' AND status_at < $1 ORDER BY id")
+        .bind(now() - older_than_secs)
+        .fetch_all(pool)
+        .await
+}
+
 /// Orders waiting to be settled with the payments service: `unsettled` ones, and
 /// `pending` ones with a charge key older than `older_than_secs`, oldest first.
 pub async fn unsettled(pool: &Pool, older_than_secs: i64) -> sqlx::Result<Vec<i64>> {
@@ -165,7 +188,7 @@ pub async fn unsettled(pool: &Pool, older_than_secs: i64) -> sqlx::Result<Vec<i6
 pub async fn find(pool: &Pool, user_id: i64, order_id: i64) -> sqlx::Result<Option<Order>> {
     let row = sqlx::query_as::<_, OrderRow>(
         "SELECT id, status, total_cents, created_at FROM orders \
-         WHERE id = $1 AND user_id = $2 AND status IN ('paid', 'cancelled')",
+         WHERE id = $1 AND user_id = $2 AND status IN ('paid', 'cancelling', 'cancelled')",
     )
     .bind(order_id)
     .bind(user_id)
@@ -184,7 +207,7 @@ pub async fn find(pool: &Pool, user_id: i64, order_id: i64) -> sqlx::Result<Opti
 /// All of the user's orders, newest first, with their lines.
 pub async fn for_user(pool: &Pool, user_id: i64) -> sqlx::Result<Vec<Order>> {
     let rows = sqlx::query_as::<_, OrderRow>(
-        "SELECT id, status, total_cents, created_at FROM orders WHERE user_id = $1 AND status IN ('paid', 'cancelled') \
+        "SELECT id, status, total_cents, created_at FROM orders WHERE user_id = $1 AND status IN ('paid', 'cancelling', 'cancelled') \
          ORDER BY id DESC",
     )
     .bind(user_id)

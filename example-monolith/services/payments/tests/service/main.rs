@@ -214,7 +214,8 @@ impl Shop {
 /// paid order; nothing is left pending or unsettled.
 async fn books_balance(shop: &shop::Pool, payments: &shop::Pool) {
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !shop::orders::repo::unsettled(shop, 0).await.unwrap().is_empty() {
+    let waiting = "SELECT COUNT(*) FROM orders WHERE status IN ('pending', 'unsettled', 'cancelling')";
+    while sqlx::query_scalar::<_, i64>(waiting).fetch_one(shop).await.unwrap() > 0 {
         assert!(Instant::now() < deadline, "checkouts left unsettled");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -256,11 +257,24 @@ async fn checkout_survives_payments_slow_then_down_then_back() {
     assert!(down.iter().all(|s| *s == StatusCode::SERVICE_UNAVAILABLE), "{down:?}");
     let products = shop.client.get(format!("{}/api/products/3", shop.base)).send().await.unwrap();
     assert_eq!(products.status(), StatusCode::OK);
+    // A cancellation while payments is down changes nothing: 503, the order still paid.
+    let paid: i64 =
+        sqlx::query_scalar("SELECT MAX(id) FROM orders WHERE status = 'paid'").fetch_one(&shop.pool).await.unwrap();
+    let cancel = || shop.client.post(format!("{}/api/orders/{paid}/cancel", shop.base)).bearer_auth(&shop.token).send();
+    assert_eq!(cancel().await.unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);
+    let status: String =
+        sqlx::query_scalar("SELECT status FROM orders WHERE id = $1").bind(paid).fetch_one(&shop.pool).await.unwrap();
+    assert_eq!(status, "paid");
 
     // Back on the same address: the breaker closes on a probe, checkouts succeed.
     let (svc, _) = payments(addr, pay_dir.path()).await;
     shop.until_breaker("closed").await;
     assert_eq!(shop.checkout().await.0, StatusCode::CREATED);
+    // Now the cancellation goes through: refunded at the service, cancelled in the shop.
+    let cancelled: Value = cancel().await.unwrap().json().await.unwrap();
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    let charge = payments_service::charges::find(&pay_pool, &format!("order-{paid}")).await.unwrap().unwrap();
+    assert_eq!(charge.status, "refunded");
     books_balance(&shop.pool, &pay_pool).await;
     let metrics = shop.metrics().await;
     assert!(metrics.contains("shop_payments_breaker_transitions_total{to=\"closed\"} 2"), "{metrics}");
@@ -275,7 +289,7 @@ async fn checkout_survives_payments_slow_then_down_then_back() {
         .json()
         .await
         .unwrap();
-    assert!(orders.as_array().unwrap().iter().all(|o| o["status"] == "paid"), "{orders}");
+    assert!(orders.as_array().unwrap().iter().all(|o| o["status"] == "paid" || o["id"] == paid), "{orders}");
     // The two checkouts above, the first one, and the probes that closed the breaker.
     assert!(orders.as_array().unwrap().len() >= 3, "{orders}");
     shop.stop().await;
