@@ -8,9 +8,10 @@
 //! GET /metrics                                              → Prometheus text: the payments guard, the outbox
 //! ```
 //!
-//! The guard's settings can be given with the switch (`timeout_ms`, `attempts`,
-//! `failure_threshold`, `open_for_ms`, `max_concurrent`); the defaults are
-//! [`GuardConfig::default`].
+//! The guard's settings can be given with the switch (`timeout_ms` 1–60000, `attempts`
+//! 1–10, `failure_threshold` 1–1000, `open_for_ms` 1–3600000, `max_concurrent` 1–10000);
+//! the defaults are [`GuardConfig::default`]. `token` is the bearer token the payments
+//! service wants.
 
 use std::time::Duration;
 
@@ -38,6 +39,7 @@ pub fn routes() -> Router<AppState> {
 struct Switch {
     via: String,
     url: Option<String>,
+    token: Option<String>,
     timeout_ms: Option<u64>,
     attempts: Option<u32>,
     failure_threshold: Option<u32>,
@@ -75,15 +77,37 @@ async fn switch(State(state): State<AppState>, _admin: Admin, Json(body): Json<S
         "service" => {
             let url = body.url.filter(|u| !u.is_empty()).ok_or_else(|| ApiError::invalid("url", "url is required"))?;
             let d = GuardConfig::default();
+            let within = |field: &'static str, v: u64, lo: u64, hi: u64| {
+                if (lo..=hi).contains(&v) {
+                    Ok(v)
+                } else {
+                    Err(ApiError::invalid(field, format!("{field} must be {lo} to {hi}")))
+                }
+            };
             let config = GuardConfig {
-                timeout: body.timeout_ms.map_or(d.timeout, Duration::from_millis),
-                attempts: body.attempts.unwrap_or(d.attempts).max(1),
-                failure_threshold: body.failure_threshold.unwrap_or(d.failure_threshold).max(1),
-                open_for: body.open_for_ms.map_or(d.open_for, Duration::from_millis),
-                max_concurrent: body.max_concurrent.unwrap_or(d.max_concurrent).max(1),
+                timeout: match body.timeout_ms {
+                    Some(ms) => Duration::from_millis(within("timeout_ms", ms, 1, 60_000)?),
+                    None => d.timeout,
+                },
+                attempts: match body.attempts {
+                    Some(n) => within("attempts", n.into(), 1, 10)? as u32,
+                    None => d.attempts,
+                },
+                failure_threshold: match body.failure_threshold {
+                    Some(n) => within("failure_threshold", n.into(), 1, 1_000)? as u32,
+                    None => d.failure_threshold,
+                },
+                open_for: match body.open_for_ms {
+                    Some(ms) => Duration::from_millis(within("open_for_ms", ms, 1, 3_600_000)?),
+                    None => d.open_for,
+                },
+                max_concurrent: match body.max_concurrent {
+                    Some(n) => within("max_concurrent", n as u64, 1, 10_000)? as usize,
+                    None => d.max_concurrent,
+                },
                 ..d
             };
-            state.payments.set(Some(PaymentsClient::new(&url, config)));
+            state.payments.set(Some(PaymentsClient::new(&url, body.token, config)));
             tracing::info!(%url, "charges now go to the payments service");
         }
         other => return Err(ApiError::invalid("via", format!("via must be \"local\" or \"service\", not {other:?}"))),

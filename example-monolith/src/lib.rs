@@ -59,6 +59,8 @@ pub struct Config {
     /// Charge cards at the payments service at this URL from the start (what
     /// `PUT /api/admin/payments` switches to at run time).
     pub payments_service_url: Option<String>,
+    /// The bearer token the payments service wants.
+    pub payments_service_token: Option<String>,
     /// Run the outbox relay in the shop, delivering events to this consumer over HTTP.
     pub relay_to: Option<String>,
     /// Bearer token the relay sends to the consumer.
@@ -82,6 +84,7 @@ impl Config {
             catalog_retired: false,
             internal_token: None,
             payments_service_url: None,
+            payments_service_token: None,
             relay_to: None,
             relay_token: None,
             relay_nats: None,
@@ -174,7 +177,11 @@ impl Application {
         };
         if let Some(url) = config.payments_service_url.filter(|u| !u.is_empty()) {
             tracing::info!(%url, "charges go to the payments service");
-            let client = payments::remote::PaymentsClient::new(&url, payments::guard::GuardConfig::default());
+            let client = payments::remote::PaymentsClient::new(
+                &url,
+                config.payments_service_token.clone(),
+                payments::guard::GuardConfig::default(),
+            );
             state.payments.set(Some(client));
         }
         let publisher: Option<std::sync::Arc<dyn events::relay::Publisher>> =

@@ -35,7 +35,8 @@ Environment:
                     token services present to resolve a caller's session (/internal/sessions/resolve)
   SHOP_PAYMENTS_SERVICE_URL
                     charge cards at the payments service at this URL (guarded: timeout, retries,
-                    circuit breaker, bulkhead) instead of the in-process gateway
+                    circuit breaker, bulkhead) instead of the in-process gateway;
+                    SHOP_PAYMENTS_SERVICE_TOKEN is the bearer token it wants
   SHOP_RELAY_TO     run the outbox relay, delivering events to this consumer's /internal/events
                     (e.g. the notifications service); SHOP_RELAY_TOKEN is its bearer token
   SHOP_RELAY_NATS   run the outbox relay, publishing to NATS JetStream at this URL
@@ -63,6 +64,7 @@ async fn main() -> anyhow::Result<()> {
     config.catalog_retired = std::env::var("SHOP_CATALOG_RETIRED").is_ok_and(|v| v == "1" || v == "true");
     config.internal_token = std::env::var("SHOP_INTERNAL_TOKEN").ok();
     config.payments_service_url = std::env::var("SHOP_PAYMENTS_SERVICE_URL").ok();
+    config.payments_service_token = std::env::var("SHOP_PAYMENTS_SERVICE_TOKEN").ok();
     config.relay_to = std::env::var("SHOP_RELAY_TO").ok();
     config.relay_token = std::env::var("SHOP_RELAY_TOKEN").ok();
     config.relay_nats = std::env::var("SHOP_RELAY_NATS").ok();

@@ -155,7 +155,7 @@ impl Walk<'_> {
         let switched = self
             .admin_put(
                 format!("{}/api/admin/payments", self.shop().base),
-                json!({"via": "service", "url": url, "timeout_ms": TIMEOUT_MS, "attempts": 3, "failure_threshold": 5, "open_for_ms": 1500, "max_concurrent": 16}),
+                json!({"via": "service", "url": url, "token": self.admin_token, "timeout_ms": TIMEOUT_MS, "attempts": 3, "failure_threshold": 5, "open_for_ms": 1500, "max_concurrent": 16}),
             )
             .await?;
         self.note(format!(
@@ -227,6 +227,7 @@ impl Walk<'_> {
             let resp = self
                 .client
                 .post(format!("{base}/api/charges"))
+                .bearer_auth(&self.admin_token)
                 .header("idempotency-key", "walkthrough-retry")
                 .json(&body)
                 .send()
@@ -243,7 +244,7 @@ impl Walk<'_> {
             .map_err(|e| self.broken(e))?;
         // The test charge is refunded, so the books below hold only real orders.
         let url = format!("{base}/api/charges/walkthrough-retry/cancel");
-        let (refunded, record) = self.send(reqwest::Method::POST, url, None, None).await?;
+        let (refunded, record) = self.send(reqwest::Method::POST, url, None, Some(&self.admin_token)).await?;
         if refunded != StatusCode::OK || record["status"] != "refunded" {
             return Err(self.broken(format!("refunding the test charge: {refunded} {record}")));
         }

@@ -79,7 +79,8 @@ impl Payload {
 pub struct Event {
     /// Unique and stable across redeliveries: what consumers dedupe on.
     pub event_id: String,
-    /// Its position in the outbox: increasing in the order events were recorded.
+    /// Its outbox id: increasing in the order events were inserted (for one order, the
+    /// order they committed in).
     pub seq: i64,
     /// Seconds since the epoch.
     pub occurred_at: i64,

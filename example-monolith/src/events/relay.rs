@@ -1,10 +1,14 @@
 //! The outbox relay: publishes the outbox's events in order, at least once.
 //!
-//! Each round reads a batch of unpublished events (oldest first), hands the whole batch to
-//! the [`Publisher`], and only then marks it published. A crash (or a kill) between the two
-//! leaves the batch unpublished, so it is published again on the next round: consumers
-//! dedupe on the event id. A failed publish stops the round, so an event is never published
-//! before one recorded earlier; the relay backs off (up to 2 s) and tries again.
+//! Each round reads a batch of unpublished events (lowest outbox id first), hands the whole
+//! batch to the [`Publisher`], and only then marks it published. A crash (or a kill) between
+//! the two leaves the batch unpublished, so it is published again on the next round:
+//! consumers dedupe on the event id. A failed publish ends the round and the relay backs off
+//! (up to 2 s). Events of one order are published in the order they were recorded (a
+//! cancellation commits after its order's placement); across orders, on PostgreSQL, ids are
+//! handed out at insert and transactions commit in another order, so an event may be
+//! published before one with a lower id that commits later. Run one relay per outbox: two
+//! would publish the same events (harmless for consumers, but twice the traffic).
 //!
 //! Two publishers: [`HttpPublisher`] posts to a consumer's `/internal/events` (the default,
 //! no broker) and [`NatsPublisher`](super::nats::NatsPublisher), JetStream.

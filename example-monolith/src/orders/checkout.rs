@@ -67,9 +67,7 @@ pub async fn checkout(state: &AppState, user_id: i64, card_number: &str, key: Op
         // A concurrent retry with the same key won the race: answer with its order.
         Err(ApiError::Database(e)) if key.is_some() && is_unique_violation(&e) => {
             let key = key.unwrap_or_default();
-            existing(state, user_id, key).await?.map(Outcome::Replayed).ok_or_else(|| {
-                ApiError::Unavailable("a checkout with this Idempotency-Key is still being settled; try again".into())
-            })
+            existing(state, user_id, key).await?.map(Outcome::Replayed).ok_or_else(still_settling)
         }
         other => other,
     }
@@ -77,9 +75,14 @@ pub async fn checkout(state: &AppState, user_id: i64, card_number: &str, key: Op
 
 async fn existing(state: &AppState, user_id: i64, key: &str) -> ApiResult<Option<Order>> {
     match repo::id_for_key(&state.pool, user_id, key).await? {
-        Some(id) => Ok(repo::find(&state.pool, user_id, id).await?),
+        Some(id) => repo::find(&state.pool, user_id, id).await?.map(Some).ok_or_else(still_settling),
         None => Ok(None),
     }
+}
+
+/// The answer to a retry of a checkout that is still being paid.
+fn still_settling() -> ApiError {
+    ApiError::Unavailable("a checkout with this Idempotency-Key is still being settled; try again".into())
 }
 
 async fn attempt(state: &AppState, user_id: i64, card_number: &str, key: Option<&str>) -> ApiResult<Outcome> {
@@ -89,7 +92,7 @@ async fn attempt(state: &AppState, user_id: i64, card_number: &str, key: Option<
         && let Some(id) = repo::id_for_key(&mut *tx, user_id, key).await?
     {
         drop(tx);
-        let order = repo::find(&state.pool, user_id, id).await?.ok_or_else(|| ApiError::not_found("order", id))?;
+        let order = repo::find(&state.pool, user_id, id).await?.ok_or_else(still_settling)?;
         return Ok(Outcome::Replayed(order));
     }
     let items = match state.catalog.reads() {
@@ -126,16 +129,26 @@ async fn attempt(state: &AppState, user_id: i64, card_number: &str, key: Option<
         })?;
         payments::repo::record_capture(&mut tx, order_id, total, &charge).await?;
         placed(&mut tx, user_id, order_id, &items, total).await?;
+        cart::repo::clear(&mut tx, user_id).await?;
         tx.commit().await?;
         return created(state, user_id, order_id, total).await;
     };
+    // The cart is emptied with the order's creation, so a second click (or a retry without an
+    // Idempotency-Key) while the charge is on its way finds it empty and cannot pay for it
+    // again; a checkout given up puts its lines back.
     let key = charge_key(order_id);
     repo::set_payment_key(&mut tx, order_id, &key).await?;
+    cart::repo::clear(&mut tx, user_id).await?;
     tx.commit().await?;
     match service.charge(&key, order_id, total, card_number).await {
         Ok(ChargeOutcome::Captured(_)) => {
             let mut tx = state.pool.begin().await?;
-            placed(&mut tx, user_id, order_id, &items, total).await?;
+            if let Err(err) = placed(&mut tx, user_id, order_id, &items, total).await {
+                // The settle loop claimed the order meanwhile (it took over a minute): it
+                // reverses the charge and gives the order up.
+                tracing::warn!(order_id, %err, "charged, but the order was being settled");
+                return Err(ApiError::Unavailable("the payment took too long and is being reversed; try again".into()));
+            }
             tx.commit().await?;
             created(state, user_id, order_id, total).await
         }
@@ -147,6 +160,10 @@ async fn attempt(state: &AppState, user_id: i64, card_number: &str, key: Option<
             give_up(state, order_id, "abandoned").await?;
             Err(ApiError::Unavailable("the payment was cancelled; you have not been charged".into()))
         }
+        Ok(ChargeOutcome::Rejected(why)) => {
+            give_up(state, order_id, "abandoned").await?;
+            Err(ApiError::Internal(format!("the payments service rejected the charge: {why}")))
+        }
         Err(err) => {
             tracing::warn!(order_id, %err, "payments service gave no answer");
             // Nothing sent: nothing to undo. Sent without an answer: cancel the key first.
@@ -156,14 +173,16 @@ async fn attempt(state: &AppState, user_id: i64, card_number: &str, key: Option<
             } else if !settled {
                 mark_unsettled(state, order_id).await?;
             }
-            Err(ApiError::Unavailable(format!(
-                "payments unavailable ({err}); you have not been charged, try again shortly"
-            )))
+            Err(ApiError::Unavailable(if err.nothing_sent() || settled {
+                format!("payments unavailable ({err}); you have not been charged, try again shortly")
+            } else {
+                format!("payments unavailable ({err}); any charge will be reversed, try again shortly")
+            }))
         }
     }
 }
 
-/// The order is paid: mark it, record the event and the confirmation, empty the cart.
+/// The order is paid: mark it, record the event and the confirmation.
 async fn placed(
     tx: &mut sqlx::AnyConnection,
     user_id: i64,
@@ -178,7 +197,6 @@ async fn placed(
         Payload::OrderPlaced { order_id, user_id, items: items.iter().map(|i| i.quantity).sum(), total_cents: total };
     notifications::outbox::enqueue_for(&mut *tx, &event).await?;
     events::record(&mut *tx, &event).await?;
-    cart::repo::clear(&mut *tx, user_id).await?;
     Ok(())
 }
 
@@ -189,12 +207,13 @@ async fn created(state: &AppState, user_id: i64, order_id: i64, total: i64) -> A
     Ok(Outcome::Created(order))
 }
 
-/// A checkout that will not complete: its stock goes back and the order ends `status`
-/// (hidden from the customer), its idempotency key free for another attempt.
+/// A checkout that will not complete: its stock and its cart lines go back and the order
+/// ends `status` (hidden from the customer), its idempotency key free for another attempt.
 async fn give_up(state: &AppState, order_id: i64, status: &str) -> ApiResult<()> {
     let mut tx = state.pool.begin().await?;
     if repo::settle(&mut tx, order_id, status).await? {
         inventory::repo::release(&mut tx, order_id).await?;
+        repo::restore_cart(&mut tx, order_id).await?;
     }
     tx.commit().await?;
     Ok(())
@@ -231,9 +250,18 @@ async fn settle_one(state: &AppState, service: &PaymentsClient, order_id: i64) -
 /// the two transactions) and every cancellation left waiting for its refund over a minute.
 /// Returns how many were settled.
 pub async fn settle(state: &AppState) -> ApiResult<usize> {
-    let Some(service) = state.payments.service() else { return Ok(0) };
+    // Orders charged at the service are settled there, even after charges went back to
+    // the in-process gateway.
+    let Some(service) = state.payments.settling() else { return Ok(0) };
     let mut done = 0;
     for order_id in repo::unsettled(&state.pool, 60).await? {
+        // Claimed first, so a checkout whose charge answers now cannot mark it paid.
+        let mut tx = state.pool.begin().await?;
+        let claimed = repo::mark_unsettled(&mut tx, order_id).await?;
+        tx.commit().await?;
+        if !claimed {
+            continue;
+        }
         if !settle_one(state, &service, order_id).await {
             return Ok(done);
         }
@@ -263,7 +291,18 @@ pub async fn settle(state: &AppState) -> ApiResult<usize> {
 /// (breaker open, no slot), the order goes back to `paid` and the answer is 503; if it was
 /// asked and did not answer, the order stays `cancelling` (503) and [`settle`] completes it.
 pub async fn cancel(state: &AppState, user_id: i64, order_id: i64) -> ApiResult<Order> {
-    let Some(service) = state.payments.service() else { return cancel_locally(state, user_id, order_id).await };
+    // Where the order was charged decides where it is refunded, not where charges go now.
+    let charged_remotely = repo::payment_key(&state.pool, order_id).await?.is_some();
+    let service = match (charged_remotely, state.payments.service(), state.payments.settling()) {
+        (false, None, _) => return cancel_locally(state, user_id, order_id).await,
+        // Charged in-process, but its history has moved to the service: refund it there.
+        (false, Some(service), _) | (true, _, Some(service)) => service,
+        (true, _, None) => {
+            return Err(ApiError::Unavailable(format!(
+                "order {order_id} was charged by the payments service, which is not configured"
+            )));
+        }
+    };
     let mut tx = state.pool.begin().await?;
     let claimed = repo::begin_cancel(&mut tx, user_id, order_id).await?;
     tx.commit().await?;
@@ -289,6 +328,8 @@ async fn finish_cancel(state: &AppState, user_id: i64, order_id: i64) -> ApiResu
     let mut tx = state.pool.begin().await?;
     if repo::transition(&mut tx, user_id, order_id, "cancelling", "cancelled").await? {
         inventory::repo::release(&mut tx, order_id).await?;
+        // A charge made in-process before the move keeps the shop's own record in step.
+        payments::repo::refund(&mut tx, order_id).await?;
         record_cancelled(&mut tx, user_id, order_id).await?;
         tx.commit().await?;
         tracing::info!(order_id, user_id, "order cancelled");

@@ -141,12 +141,36 @@ pub async fn settle(conn: &mut sqlx::AnyConnection, order_id: i64, status: &str)
     Ok(done.rows_affected() == 1)
 }
 
-/// Marks a `pending` order whose charge could not be settled.
-pub async fn mark_unsettled(conn: &mut sqlx::AnyConnection, order_id: i64) -> sqlx::Result<()> {
-    sqlx::query("UPDATE orders SET status = 'unsettled' WHERE id = $1 AND status = 'pending'")
-        .bind(order_id)
-        .execute(conn)
-        .await?;
+/// Marks a `pending` order whose charge could not be settled `unsettled` (also how the
+/// settle loop claims one). True when the order is now `unsettled`.
+pub async fn mark_unsettled(conn: &mut sqlx::AnyConnection, order_id: i64) -> sqlx::Result<bool> {
+    let done =
+        sqlx::query("UPDATE orders SET status = 'unsettled' WHERE id = $1 AND status IN ('pending', 'unsettled')")
+            .bind(order_id)
+            .execute(conn)
+            .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// The charge key of an order charged at the payments service.
+pub async fn payment_key(pool: &Pool, order_id: i64) -> sqlx::Result<Option<String>> {
+    let key: Option<Option<String>> =
+        sqlx::query_scalar("SELECT payment_key FROM orders WHERE id = $1").bind(order_id).fetch_optional(pool).await?;
+    Ok(key.flatten())
+}
+
+/// Puts a given-up order's lines back in its owner's cart (added to what is there now).
+pub async fn restore_cart(conn: &mut sqlx::AnyConnection, order_id: i64) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO cart_items (user_id, product_id, quantity, added_at) \
+         SELECT o.user_id, oi.product_id, oi.quantity, $2 FROM order_items oi JOIN orders o ON o.id = oi.order_id \
+         WHERE oi.order_id = $1 \
+         ON CONFLICT (user_id, product_id) DO UPDATE SET quantity = cart_items.quantity + excluded.quantity",
+    )
+    .bind(order_id)
+    .bind(now())
+    .execute(conn)
+    .await?;
     Ok(())
 }
 

@@ -12,7 +12,9 @@
 //!   `1 + ratio` times the load.
 //! - **Breaker**: `failure_threshold` failed calls in a row open it; while open, calls are
 //!   refused at once (no request sent); after `open_for` one probe is let through
-//!   (half-open): its success closes the breaker, its failure opens it again.
+//!   (half-open): its success closes the breaker, its failure opens it again. A probe that
+//!   never reports (its caller went away mid-call) lets another through after `open_for`
+//!   plus the longest a call can take, so the breaker cannot stay half-open for good.
 //! - **Bulkhead**: at most `max_concurrent` calls at a time; a call that cannot get a slot
 //!   within `queue_wait` is refused, so a hung dependency cannot take every task with it.
 
@@ -68,6 +70,9 @@ pub enum Attempt<T> {
     Done(T),
     /// A failure worth retrying: no answer, or the dependency said it is unavailable.
     Retryable(String),
+    /// A failure worth retrying that certainly did nothing on the other side: the
+    /// connection was refused, nothing was sent.
+    Unreached(String),
 }
 
 /// Why a guarded call gave no answer.
@@ -79,6 +84,9 @@ pub enum GuardError {
     /// Refused without sending anything: every slot busy for the whole queue wait.
     #[error("too many calls in flight")]
     Full,
+    /// Every attempt failed before anything was sent (connection refused).
+    #[error("{0}")]
+    Unreachable(String),
     /// Sent, and every attempt failed (the outcome on the other side is unknown).
     #[error("{0}")]
     Failed(String),
@@ -87,7 +95,7 @@ pub enum GuardError {
 impl GuardError {
     /// True when nothing was sent, so the other side certainly did nothing.
     pub fn nothing_sent(&self) -> bool {
-        matches!(self, GuardError::Open | GuardError::Full)
+        matches!(self, GuardError::Open | GuardError::Full | GuardError::Unreachable(_))
     }
 }
 
@@ -201,10 +209,13 @@ impl Guard {
 
     fn admit(&self) -> Result<(), GuardError> {
         let mut b = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
         match b.state {
             BreakerState::Closed => Ok(()),
-            BreakerState::Open if Instant::now() >= b.until => {
+            // Time for a probe; or the last probe never reported back.
+            BreakerState::Open | BreakerState::HalfOpen if now >= b.until => {
                 b.state = BreakerState::HalfOpen;
+                b.until = now + self.config.open_for + self.longest_call();
                 Ok(())
             }
             BreakerState::Open | BreakerState::HalfOpen => {
@@ -212,6 +223,19 @@ impl Guard {
                 Err(GuardError::Open)
             }
         }
+    }
+
+    /// The longest one call can take: every attempt timing out, the back-off between them,
+    /// the wait for a slot.
+    fn longest_call(&self) -> Duration {
+        let attempts = self.config.attempts.max(1);
+        let backoff: Duration = (1..attempts).map(|i| self.backoff(i)).sum();
+        self.config.timeout * attempts + backoff + self.config.queue_wait
+    }
+
+    /// The back-off before attempt `i` (1-based retries): `backoff · 2^(i-1)`, capped.
+    fn backoff(&self, i: u32) -> Duration {
+        self.config.backoff.saturating_mul(1u32 << (i - 1).min(16))
     }
 
     fn record(&self, ok: bool) {
@@ -229,7 +253,7 @@ impl Guard {
         let trips = b.state == BreakerState::HalfOpen || b.failures >= self.config.failure_threshold;
         if trips && b.state != BreakerState::Open {
             b.state = BreakerState::Open;
-            b.until = Instant::now() + self.config.open_for;
+            b.until = Instant::now().checked_add(self.config.open_for).unwrap_or_else(Instant::now);
             self.stats.opened.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(failures = b.failures, "circuit breaker opened");
         }
@@ -277,13 +301,14 @@ impl Guard {
         };
         self.deposit();
         let mut last = String::new();
+        let mut reached = false;
         for i in 0..self.config.attempts.max(1) {
             if i > 0 {
                 if !self.withdraw() {
                     break;
                 }
                 self.stats.retries.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(jitter(self.config.backoff * 2u32.pow(i - 1))).await;
+                tokio::time::sleep(jitter(self.backoff(i))).await;
             }
             match tokio::time::timeout(self.config.timeout, attempt()).await {
                 Ok(Attempt::Done(answer)) => {
@@ -292,8 +317,13 @@ impl Guard {
                     self.record(true);
                     return Ok(answer);
                 }
-                Ok(Attempt::Retryable(why)) => last = why,
+                Ok(Attempt::Retryable(why)) => {
+                    reached = true;
+                    last = why;
+                }
+                Ok(Attempt::Unreached(why)) => last = why,
                 Err(_) => {
+                    reached = true;
                     self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
                     last = format!("no answer within {} ms", self.config.timeout.as_millis());
                 }
@@ -302,7 +332,7 @@ impl Guard {
         drop(slot);
         self.stats.failed.fetch_add(1, Ordering::Relaxed);
         self.record(false);
-        Err(GuardError::Failed(last))
+        Err(if reached { GuardError::Failed(last) } else { GuardError::Unreachable(last) })
     }
 
     /// The guard's state and counters in Prometheus' text format, named `{prefix}_…`.
@@ -414,6 +444,26 @@ mod tests {
         assert_eq!(guard.stats().opened.load(Ordering::SeqCst), 2);
         assert_eq!(guard.stats().closed.load(Ordering::SeqCst), 1);
         assert!(guard.render_metrics("p").contains("p_breaker_state{state=\"closed\"} 1"));
+    }
+
+    #[tokio::test]
+    async fn a_probe_whose_caller_went_away_does_not_keep_the_breaker_half_open() {
+        let guard = Guard::new(GuardConfig { attempts: 1, ..quick() });
+        for _ in 0..3 {
+            let _: Result<(), _> = guard.call(|| async { Attempt::Retryable("down".into()) }).await;
+        }
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        // The probe is admitted, then its caller drops it mid-call.
+        let probe = guard.call(|| async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            Attempt::Done(())
+        });
+        assert!(tokio::time::timeout(Duration::from_millis(10), probe).await.is_err());
+        assert_eq!(guard.call(|| async { Attempt::Done(()) }).await, Err(GuardError::Open));
+        // After open_for plus the longest a call can take, another probe goes through.
+        tokio::time::sleep(Duration::from_millis(100 + 50 + 20 + 30)).await;
+        assert_eq!(guard.call(|| async { Attempt::Done(()) }).await, Ok(()));
+        assert_eq!(guard.state(), BreakerState::Closed);
     }
 
     #[tokio::test]

@@ -58,6 +58,8 @@ pub enum ChargeOutcome {
     Declined(String),
     /// The key was cancelled before this charge arrived: nothing was taken.
     Cancelled,
+    /// The service refused the request itself (a 4xx other than a decline): not retried.
+    Rejected(String),
 }
 
 /// A client of the payments service.
@@ -65,19 +67,30 @@ pub enum ChargeOutcome {
 pub struct PaymentsClient {
     http: reqwest::Client,
     base_url: Arc<str>,
+    token: Option<Arc<str>>,
     guard: Arc<Guard>,
     cancels: Arc<Guard>,
 }
 
-fn error_of(body: &serde_json::Value) -> String {
-    body["error"].as_str().unwrap_or("card declined").to_string()
+/// A request that got no answer: unreached when the connection was refused (nothing sent).
+fn failed<T>(url: &str, e: &reqwest::Error) -> Attempt<T> {
+    if e.is_connect() {
+        Attempt::Unreached(format!("POST {url}: {e}"))
+    } else {
+        Attempt::Retryable(format!("POST {url}: {e}"))
+    }
+}
+
+/// The service's error message, or the status when it gave none.
+fn error_of(status: reqwest::StatusCode, body: &serde_json::Value) -> String {
+    body["error"].as_str().map_or_else(|| status.to_string(), str::to_string)
 }
 
 impl PaymentsClient {
     /// A client of the service at `base_url`, guarded with `config`. Charges and cancels
     /// have a guard each (the same settings): a slow card gateway opens the charges'
     /// breaker, while the quick cancels that settle the abandoned checkouts go on.
-    pub fn new(base_url: &str, config: GuardConfig) -> Self {
+    pub fn new(base_url: &str, token: Option<String>, config: GuardConfig) -> Self {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(500))
             .build()
@@ -85,6 +98,7 @@ impl PaymentsClient {
         Self {
             http,
             base_url: base_url.trim_end_matches('/').into(),
+            token: token.filter(|t| !t.is_empty()).map(Into::into),
             guard: Arc::new(Guard::new(config.clone())),
             cancels: Arc::new(Guard::new(config)),
         }
@@ -105,6 +119,14 @@ impl PaymentsClient {
         &self.cancels
     }
 
+    fn post(&self, url: &str) -> reqwest::RequestBuilder {
+        let req = self.http.post(url);
+        match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
     /// Charges `amount_cents` for `order_id` under the key `key`.
     pub async fn charge(
         &self,
@@ -117,10 +139,10 @@ impl PaymentsClient {
         let body = ChargeRequest { order_id, amount_cents, card_number: card_number.to_string() };
         self.guard
             .call(|| async {
-                let sent = self.http.post(&url).header("idempotency-key", key).json(&body).send().await;
+                let sent = self.post(&url).header("idempotency-key", key).json(&body).send().await;
                 let resp = match sent {
                     Ok(r) => r,
-                    Err(e) => return Attempt::Retryable(format!("POST {url}: {e}")),
+                    Err(e) => return failed(&url, &e),
                 };
                 let status = resp.status();
                 let value: serde_json::Value = match resp.json().await {
@@ -132,9 +154,14 @@ impl PaymentsClient {
                         Ok(charge) => Attempt::Done(ChargeOutcome::Captured(charge)),
                         Err(e) => Attempt::Retryable(format!("POST {url}: unexpected answer: {e}")),
                     },
-                    402 => Attempt::Done(ChargeOutcome::Declined(error_of(&value))),
+                    402 => Attempt::Done(ChargeOutcome::Declined(error_of(status, &value))),
                     409 => Attempt::Done(ChargeOutcome::Cancelled),
-                    _ => Attempt::Retryable(format!("POST {url} answered {status}: {}", error_of(&value))),
+                    // 503: a charge under this key is still being made; asking again is safe.
+                    400..=499 => Attempt::Done(ChargeOutcome::Rejected(format!(
+                        "POST {url} answered {status}: {}",
+                        error_of(status, &value)
+                    ))),
+                    _ => Attempt::Retryable(format!("POST {url} answered {status}: {}", error_of(status, &value))),
                 }
             })
             .await
@@ -146,13 +173,13 @@ impl PaymentsClient {
         let url = format!("{}/api/charges/{key}/cancel", self.base_url);
         self.cancels
             .call(|| async {
-                match self.http.post(&url).send().await {
+                match self.post(&url).send().await {
                     Ok(r) if r.status().is_success() => match r.json::<ChargeRecord>().await {
                         Ok(c) => Attempt::Done(c.status),
                         Err(e) => Attempt::Retryable(format!("POST {url}: unexpected answer: {e}")),
                     },
                     Ok(r) => Attempt::Retryable(format!("POST {url} answered {}", r.status())),
-                    Err(e) => Attempt::Retryable(format!("POST {url}: {e}")),
+                    Err(e) => failed(&url, &e),
                 }
             })
             .await
@@ -163,17 +190,35 @@ impl PaymentsClient {
 /// payments service. Changed at run time by an admin.
 #[derive(Clone, Default)]
 pub struct PaymentsSwitch {
-    inner: Arc<RwLock<Option<PaymentsClient>>>,
+    inner: Arc<RwLock<Switch>>,
+}
+
+#[derive(Default)]
+struct Switch {
+    /// Where charges go now (None: the in-process gateway).
+    charges: Option<PaymentsClient>,
+    /// The last service charges went to: orders charged there are refunded and settled
+    /// there, even after charges went back in-process.
+    last: Option<PaymentsClient>,
 }
 
 impl PaymentsSwitch {
     /// The service's client when charges go there; None for the in-process gateway.
     pub fn service(&self) -> Option<PaymentsClient> {
-        self.inner.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.inner.read().unwrap_or_else(|e| e.into_inner()).charges.clone()
+    }
+
+    /// The client of the last service charges went to, for orders charged there.
+    pub fn settling(&self) -> Option<PaymentsClient> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner()).last.clone()
     }
 
     /// Sends charges to `client`, or back to the in-process gateway with None.
     pub fn set(&self, client: Option<PaymentsClient>) {
-        *self.inner.write().unwrap_or_else(|e| e.into_inner()) = client;
+        let mut switch = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        if client.is_some() {
+            switch.last = client.clone();
+        }
+        switch.charges = client;
     }
 }

@@ -95,7 +95,9 @@ pub struct Tally {
     pub by_kind: Vec<(String, i64)>,
     /// Rows in `processed_events`.
     pub processed_events: i64,
-    /// Event ids with more than one notification (must be 0: the table forbids it).
+    /// Notifications stored twice: the same kind for the same user and order (for an order,
+    /// one confirmation and at most one cancellation; one welcome per user). Must be 0; it
+    /// would not be if the same change reached the service as two events.
     pub duplicated_events: i64,
     /// Orders with a notification stored before one recorded earlier.
     pub out_of_order: i64,
@@ -107,7 +109,8 @@ pub async fn tally(pool: &Pool) -> sqlx::Result<Tally> {
         sqlx::query_as("SELECT kind, COUNT(*) FROM notifications GROUP BY kind ORDER BY kind").fetch_all(pool).await?;
     let processed_events = sqlx::query_scalar("SELECT COUNT(*) FROM processed_events").fetch_one(pool).await?;
     let duplicated_events = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM (SELECT event_id FROM notifications GROUP BY event_id HAVING COUNT(*) > 1) d",
+        "SELECT COUNT(*) FROM (SELECT user_id, kind, COALESCE(order_id, 0) AS o FROM notifications \
+         GROUP BY user_id, kind, COALESCE(order_id, 0) HAVING COUNT(*) > 1) d",
     )
     .fetch_one(pool)
     .await?;

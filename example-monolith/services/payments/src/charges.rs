@@ -1,9 +1,11 @@
 //! Charges, one per idempotency key.
 //!
 //! `charge` and `cancel` both go through the key's unique row, so whichever comes first
-//! decides: a charge first is captured (and a later cancel refunds it); a cancel first
-//! leaves a `void` row and the charge, when it arrives, is refused. Retries of a charge
-//! find the row and get the first answer again.
+//! decides. A charge claims the key first (a `processing` row), then asks the card gateway,
+//! then records the answer — only if the row is still `processing`: a cancel that came in
+//! between turned it `void`, and the charge is refused (with a real gateway the money would
+//! be released there). A cancel after the charge refunds it. A retry of a charge finds the
+//! row: the first answer again, or 503 while the first is still being made.
 
 use shop::Pool;
 use shop::db::now;
@@ -24,6 +26,8 @@ pub enum Charged {
     Declined(String),
     /// The key was cancelled or refunded: nothing is taken.
     Cancelled(ChargeRecord),
+    /// A charge under this key is being made right now (ask again).
+    InProgress,
 }
 
 const COLUMNS: &str = "charge_key AS key, order_id, amount_cents, status, card_last4, reference, created_at";
@@ -58,6 +62,7 @@ fn answer(record: ChargeRecord, new: bool) -> Charged {
         "captured" => Charged::Captured { record, new },
         // A declined row keeps the gateway's reason in `reference`.
         "declined" => Charged::Declined(record.reference),
+        "processing" => Charged::InProgress,
         _ => Charged::Cancelled(record),
     }
 }
@@ -91,21 +96,35 @@ async fn insert(
 
 /// Charges `amount` to `card` for `order_id` under `key`, at most once per key.
 pub async fn charge(pool: &Pool, key: &str, order_id: i64, amount: i64, card: &str) -> Result<Charged, ChargeError> {
-    if let Some(existing) = find(pool, key).await? {
-        return Ok(answer(existing, false));
+    let digits = gateway::normalise(card).map_err(|e| ChargeError::Invalid(e.to_string()))?;
+    let last4 = digits[digits.len() - 4..].to_string();
+    if !insert(pool, key, order_id, amount, "processing", &last4, "").await? {
+        let row = find(pool, key).await?.ok_or_else(|| ChargeError::Internal(format!("charge {key} vanished")))?;
+        return Ok(answer(row, false));
     }
-    let (status, last4, reference) = match gateway::charge(card, amount) {
-        Ok(c) => ("captured", c.last4, c.reference),
-        Err(PaymentError::Declined(reason)) => ("declined", String::new(), reason.to_string()),
+    let (status, reference) = match gateway::charge(&digits, amount) {
+        Ok(c) => ("captured", c.reference),
+        Err(PaymentError::Declined(reason)) => ("declined", reason.to_string()),
         Err(e @ PaymentError::InvalidCard) => return Err(ChargeError::Invalid(e.to_string())),
     };
-    let new = insert(pool, key, order_id, amount, status, &last4, &reference).await?;
-    if new {
+    let recorded = sqlx::query(
+        "UPDATE charges SET status = $1, reference = $2, updated_at = $3 WHERE charge_key = $4 AND status = 'processing'",
+    )
+    .bind(status)
+    .bind(&reference)
+    .bind(now())
+    .bind(key)
+    .execute(pool)
+    .await?
+    .rows_affected()
+        == 1;
+    if recorded {
         tracing::info!(key, order_id, amount, status, "charge");
+    } else {
+        tracing::warn!(key, order_id, "the key was cancelled while the gateway answered; charge released");
     }
-    // Inserted now, or another request (a retry, a cancel) got the key first: its row decides.
     let row = find(pool, key).await?.ok_or_else(|| ChargeError::Internal(format!("charge {key} vanished")))?;
-    Ok(answer(row, new))
+    Ok(answer(row, recorded))
 }
 
 /// Cancels `key` for good: refunds a captured charge, declares the key void when no
@@ -114,7 +133,8 @@ pub async fn cancel(pool: &Pool, key: &str) -> sqlx::Result<ChargeRecord> {
     let order_id = key.strip_prefix("order-").and_then(|id| id.parse().ok()).unwrap_or(0);
     if !insert(pool, key, order_id, 0, "void", "", "").await? {
         sqlx::query(
-            "UPDATE charges SET status = 'refunded', updated_at = $1 WHERE charge_key = $2 AND status = 'captured'",
+            "UPDATE charges SET status = CASE status WHEN 'captured' THEN 'refunded' ELSE 'void' END, \
+             updated_at = $1 WHERE charge_key = $2 AND status IN ('captured', 'processing')",
         )
         .bind(now())
         .bind(key)

@@ -6,9 +6,13 @@
 //! GET  /api/charges/{key}                                   → charge | 404
 //! POST /api/charges/{key}/cancel                            → charge (refunded | void | declined)
 //! GET  /internal/stats                                      → {by_status, orders_charged_twice, captured_cents}
-//! PUT  /internal/faults {"delay_ms": N}                     (admin) the card gateway answers N ms late
+//! PUT  /internal/faults {"delay_ms": N}                     the card gateway answers N ms late
 //! GET  /healthz
 //! ```
+//!
+//! Every endpoint but `/healthz` and `/internal/stats` wants the service's bearer token
+//! (`PAYMENTS_ADMIN_TOKEN`; with none set they refuse everyone): charge keys are guessable
+//! (`order-{id}`), and only the shop may charge or refund.
 
 use std::time::Duration;
 
@@ -55,6 +59,7 @@ async fn charge(
     headers: HeaderMap,
     Json(body): Json<ChargeRequest>,
 ) -> ApiResult<(StatusCode, Json<ChargeRecord>)> {
+    check_admin(&headers, state.admin_token.as_deref())?;
     let key = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
@@ -73,6 +78,9 @@ async fn charge(
             Ok((if new { StatusCode::CREATED } else { StatusCode::OK }, Json(record)))
         }
         Ok(Charged::Declined(reason)) => Err(ApiError::PaymentDeclined(reason)),
+        Ok(Charged::InProgress) => {
+            Err(ApiError::Unavailable(format!("a charge under key {key} is being made; ask again")))
+        }
         Ok(Charged::Cancelled(record)) => Err(ApiError::Conflict {
             message: format!("charge key {key} is {}: nothing is charged", record.status),
             field: None,
@@ -83,11 +91,21 @@ async fn charge(
     }
 }
 
-async fn find(State(state): State<ServiceState>, Path(key): Path<String>) -> ApiResult<Json<ChargeRecord>> {
+async fn find(
+    State(state): State<ServiceState>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+) -> ApiResult<Json<ChargeRecord>> {
+    check_admin(&headers, state.admin_token.as_deref())?;
     charges::find(&state.pool, &key).await?.map(Json).ok_or_else(|| ApiError::not_found("charge", &key))
 }
 
-async fn cancel(State(state): State<ServiceState>, Path(key): Path<String>) -> ApiResult<Json<ChargeRecord>> {
+async fn cancel(
+    State(state): State<ServiceState>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+) -> ApiResult<Json<ChargeRecord>> {
+    check_admin(&headers, state.admin_token.as_deref())?;
     Ok(Json(charges::cancel(&state.pool, &key).await?))
 }
 

@@ -39,7 +39,7 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Where its database is.
     pub db: DbLocation,
-    /// Bearer token of its admin endpoints (`/internal/faults`).
+    /// Bearer token of its charge endpoints and `/internal/faults`.
     pub admin_token: Option<String>,
 }
 

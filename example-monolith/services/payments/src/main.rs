@@ -27,7 +27,8 @@ Options:
 
 Environment:
   DATABASE_URL           postgres://… for the service's own database instead of SQLite
-  PAYMENTS_ADMIN_TOKEN   bearer token of /internal/faults (drills)
+  PAYMENTS_ADMIN_TOKEN   bearer token of the charge endpoints and /internal/faults (the shop's
+                         SHOP_PAYMENTS_SERVICE_TOKEN); without it they refuse everyone
   RUST_LOG               log filter (default: info)
 ";
 

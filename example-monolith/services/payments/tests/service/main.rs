@@ -42,6 +42,7 @@ async fn payments(listen: std::net::SocketAddr, dir: &std::path::Path) -> (Runni
 async fn charge(client: &reqwest::Client, base: &str, key: &str, card: &str) -> (StatusCode, Value) {
     let r = client
         .post(format!("{base}/api/charges"))
+        .bearer_auth(TOKEN)
         .header("idempotency-key", key)
         .json(&json!({"order_id": 7, "amount_cents": 1500, "card_number": card}))
         .send()
@@ -56,16 +57,27 @@ async fn a_key_charges_once_however_many_times_and_however_concurrently_it_is_se
     let (svc, pool) = payments("127.0.0.1:0".parse().unwrap(), dir.path()).await;
     let client = reqwest::Client::new();
     let answers = futures_join(&client, &svc.base, "order-7", 10).await;
+    // One is made (201); the others get it again (200) or, while it is being made, 503
+    // (ask again), never a second charge.
     let created = answers.iter().filter(|a| a.0 == StatusCode::CREATED).count();
-    let replayed = answers.iter().filter(|a| a.0 == StatusCode::OK).count();
-    assert_eq!((created, replayed), (1, 9), "{answers:?}");
-    let refs: std::collections::BTreeSet<String> = answers.iter().map(|a| a.1["reference"].to_string()).collect();
+    let other = answers.iter().filter(|a| a.0 != StatusCode::OK && a.0 != StatusCode::CREATED);
+    assert!(other.clone().all(|a| a.0 == StatusCode::SERVICE_UNAVAILABLE), "{answers:?}");
+    assert_eq!(created, 1, "{answers:?}");
+    let again = charge(&client, &svc.base, "order-7", "4242424242424242").await;
+    assert_eq!(again.0, StatusCode::OK);
+    let refs: std::collections::BTreeSet<String> = answers
+        .iter()
+        .filter(|a| a.0.is_success())
+        .chain(std::iter::once(&again))
+        .map(|a| a.1["reference"].to_string())
+        .collect();
     assert_eq!(refs.len(), 1);
     let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM charges").fetch_one(&pool).await.unwrap();
     assert_eq!(rows, 1);
     // No key, a bad card: refused, nothing recorded.
     let bare = client
         .post(format!("{}/api/charges", svc.base))
+        .bearer_auth(TOKEN)
         .json(&json!({"order_id": 8, "amount_cents": 100, "card_number": "4242424242424242"}))
         .send()
         .await
@@ -96,7 +108,11 @@ async fn a_cancelled_key_refunds_its_charge_or_refuses_the_late_one() {
     let dir = tempfile::tempdir().unwrap();
     let (svc, _) = payments("127.0.0.1:0".parse().unwrap(), dir.path()).await;
     let client = reqwest::Client::new();
-    let cancel = |key: &'static str| client.post(format!("{}/api/charges/{key}/cancel", svc.base)).send();
+    let cancel =
+        |key: &'static str| client.post(format!("{}/api/charges/{key}/cancel", svc.base)).bearer_auth(TOKEN).send();
+    // Without the token: refused, nothing cancelled.
+    let anonymous = client.post(format!("{}/api/charges/order-1/cancel", svc.base)).send().await.unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
     // Charged, then cancelled: refunded.
     assert_eq!(charge(&client, &svc.base, "order-1", "4242424242424242").await.0, StatusCode::CREATED);
     let refunded: Value = cancel("order-1").await.unwrap().json().await.unwrap();
@@ -136,7 +152,7 @@ impl Shop {
             let _ = stopped.await;
         }));
         let client = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
-        let switch = json!({"via": "service", "url": payments, "timeout_ms": 300, "attempts": 2,
+        let switch = json!({"via": "service", "url": payments, "token": TOKEN, "timeout_ms": 300, "attempts": 2,
                             "failure_threshold": 3, "open_for_ms": 500, "max_concurrent": 8});
         let r = client.put(format!("{base}/api/admin/payments")).bearer_auth(TOKEN).json(&switch).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::OK);
@@ -335,4 +351,47 @@ async fn the_history_moves_once_and_in_parity() {
         .unwrap();
     let differ = payments_service::sync::parity(&shop_pool, &pay_pool).await.unwrap();
     assert_eq!(differ, [(2, "refunded".to_string(), "captured".to_string())]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_click_while_the_charge_is_on_its_way_cannot_pay_for_the_cart_again() {
+    let (pay_dir, shop_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (svc, _) = payments("127.0.0.1:0".parse().unwrap(), pay_dir.path()).await;
+    let (pay_pool, _) = payments_service::connect(&DbLocation::SqliteDir(pay_dir.path().into()), 2).await.unwrap();
+    let shop = Shop::start(shop_dir.path(), &svc.base).await;
+    // The gateway answers in 150 ms (under the 300 ms timeout): long enough to click twice.
+    let faults = shop.client.put(format!("{}/internal/faults", svc.base)).bearer_auth(TOKEN);
+    assert_eq!(faults.json(&json!({"delay_ms": 150})).send().await.unwrap().status(), StatusCode::OK);
+    let add = shop.client.post(format!("{}/api/cart/items", shop.base)).bearer_auth(&shop.token);
+    assert_eq!(add.json(&json!({"product_id": 3, "quantity": 2})).send().await.unwrap().status(), StatusCode::CREATED);
+    let click = || {
+        shop.client
+            .post(format!("{}/api/orders", shop.base))
+            .bearer_auth(&shop.token)
+            .json(&json!({"card_number": "4242424242424242"}))
+            .send()
+    };
+    let (a, b) = tokio::join!(click(), click());
+    let mut codes = [a.unwrap().status(), b.unwrap().status()];
+    codes.sort();
+    assert_eq!(codes, [StatusCode::CREATED, StatusCode::BAD_REQUEST], "one order; the other finds the cart empty");
+    let captured = payments_service::charges::captured_orders(&pay_pool).await.unwrap();
+    assert_eq!(captured.len(), 1);
+    // A checkout given up puts its lines back: payments down, the cart is kept.
+    let add = shop.client.post(format!("{}/api/cart/items", shop.base)).bearer_auth(&shop.token);
+    assert_eq!(add.json(&json!({"product_id": 3, "quantity": 1})).send().await.unwrap().status(), StatusCode::CREATED);
+    svc.stop().await;
+    assert_eq!(click().await.unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);
+    let cart: Value = shop
+        .client
+        .get(format!("{}/api/cart", shop.base))
+        .bearer_auth(&shop.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cart["items"][0]["quantity"], 1, "{cart}");
+    shop.stop().await;
 }
