@@ -342,7 +342,6 @@ impl Walk<'_> {
         let reads = self.catalog.reads.clone();
         for percent in [10u8, 50] {
             self.stage(&reads, "canary", Some(percent)).await?;
-            self.load().begin_phase();
             let mut first = Vec::with_capacity(PROBES);
             for k in 0..PROBES {
                 first.push(self.upstream_for("/api/products/1", &format!("probe-{k}"), None).await? == "catalog");
@@ -361,6 +360,9 @@ impl Walk<'_> {
                 format!("{share:.1} % of {PROBES} probe cohorts on the service; {changed} changed side on a second pass; {moved_back} moved back"),
             )?;
             on_service_before = first;
+            // The phase starts after the probes: a shopper's request routed before the
+            // change may still be answered after it, and must not count for the new percent.
+            self.load().begin_phase();
             self.load_keeps_flowing(100, &format!("at {percent} %")).await?;
             let seen = self.load().catalog_upstreams();
             let wobbly: Vec<String> =
