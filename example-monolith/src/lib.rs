@@ -268,22 +268,12 @@ pub fn router(state: AppState) -> Router {
         .merge(notifications::http::routes())
         .merge(admin::routes())
         .merge(product_source::routes())
-        .fallback(not_found)
+        .fallback(server::no_endpoint)
         .with_state(state)
 }
 
 async fn healthz(axum::extract::State(state): axum::extract::State<AppState>) -> (StatusCode, &'static str) {
-    match sqlx::query("SELECT 1").execute(&state.pool).await {
-        Ok(_) => (StatusCode::OK, "ok"),
-        Err(err) => {
-            tracing::warn!(%err, "health check failed");
-            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
-        }
-    }
-}
-
-async fn not_found(uri: axum::http::Uri) -> error::ApiError {
-    error::ApiError::NotFound { message: format!("no endpoint at {}", uri.path()), field: None }
+    server::healthz(&state.pool).await
 }
 
 /// Resolves on SIGTERM or Ctrl-C: the shutdown signal every server binary here uses.

@@ -79,6 +79,48 @@ pub fn parse_args(
     Ok(Some(out))
 }
 
+/// Why a service extracted from the shop could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceStartError {
+    /// The listen address could not be bound.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The database could not be opened or migrated.
+    #[error(transparent)]
+    Db(#[from] crate::db::DbError),
+}
+
+/// Binds `addr` and logs `{what} listening on http://ADDR` (the real port when 0 was asked):
+/// the first log line of every server binary.
+pub async fn bind(addr: SocketAddr, what: &str) -> Result<tokio::net::TcpListener, ServiceStartError> {
+    let listener =
+        tokio::net::TcpListener::bind(addr).await.map_err(|source| ServiceStartError::Bind { addr, source })?;
+    let bound = listener.local_addr().map_err(|source| ServiceStartError::Bind { addr, source })?;
+    tracing::info!("{what} listening on http://{bound}");
+    Ok(listener)
+}
+
+/// `GET /healthz` of every server: 200 when its database answers, else 503.
+pub async fn healthz(pool: &crate::Pool) -> (axum::http::StatusCode, &'static str) {
+    match sqlx::query("SELECT 1").execute(pool).await {
+        Ok(_) => (axum::http::StatusCode::OK, "ok"),
+        Err(err) => {
+            tracing::warn!(%err, "health check failed");
+            (axum::http::StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
+        }
+    }
+}
+
+/// The fallback of every server's router: the JSON 404 of the error contract.
+pub async fn no_endpoint(uri: axum::http::Uri) -> crate::error::ApiError {
+    crate::error::ApiError::NotFound { message: format!("no endpoint at {}", uri.path()), field: None }
+}
+
 /// Logs to standard output, filtered by `RUST_LOG` (default `info`), without colour
 /// when `NO_COLOR` is set.
 pub fn init_tracing() {

@@ -35,6 +35,34 @@ pub fn readme_main_commands() -> (String, String) {
     (run, test)
 }
 
+/// A server a test runs as a task of its own, and the sender that stops it.
+pub struct Server {
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// The address it bound.
+    pub addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    /// Runs a server bound to `addr`: `run` gets the future that says when to stop (what
+    /// every `Application::run_until_stopped` of the workspace takes).
+    pub fn spawn<F>(addr: std::net::SocketAddr, run: impl FnOnce(tokio::sync::oneshot::Receiver<()>) -> F) -> Server
+    where
+        F: std::future::Future<Output = std::io::Result<()>> + Send + 'static,
+    {
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        Server { base: format!("http://{addr}"), addr, stop: Some(stop), task: tokio::spawn(run(stopped)) }
+    }
+
+    /// Stops it (in-flight requests finish) and checks it ran cleanly.
+    pub async fn stop(mut self) {
+        let _ = self.stop.take().map(|s| s.send(()));
+        self.task.await.expect("task").expect("server ran cleanly");
+    }
+}
+
 /// PostgreSQL databases for tests: each test creates its own and it is dropped when the
 /// test ends, even on panic. The server comes from `FICUS_TEST_PG_URL` (default
 /// `postgres://postgres@127.0.0.1:5432/postgres`). When it cannot be reached, tests

@@ -36,17 +36,12 @@ pub fn router(state: ServiceState) -> Router {
         .route("/api/categories", get(list_categories).post(create_category))
         .route("/internal/categories/{id}", put(replicate_category))
         .route("/internal/products/{id}", put(replicate_product))
-        .fallback(|uri: axum::http::Uri| async move {
-            ApiError::NotFound { message: format!("no endpoint at {}", uri.path()), field: None }
-        })
+        .fallback(shop::server::no_endpoint)
         .with_state(state)
 }
 
 async fn healthz(State(state): State<ServiceState>) -> (StatusCode, &'static str) {
-    match sqlx::query("SELECT 1").execute(&state.pool).await {
-        Ok(_) => (StatusCode::OK, "ok"),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "database unavailable"),
-    }
+    shop::server::healthz(&state.pool).await
 }
 
 fn admin(state: &ServiceState, headers: &HeaderMap) -> ApiResult<()> {

@@ -61,20 +61,7 @@ pub struct ServiceState {
 }
 
 /// Why the service could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// The listen address could not be bound.
-    #[error("binding {addr}: {source}")]
-    Bind {
-        /// The address asked for.
-        addr: SocketAddr,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The database could not be opened or migrated.
-    #[error(transparent)]
-    Db(#[from] DbError),
-}
+pub use shop::server::ServiceStartError as StartError;
 
 /// A catalog service bound to its address and connected to its database.
 pub struct Application {
@@ -85,11 +72,7 @@ pub struct Application {
 impl Application {
     /// Binds (logging the bound address first), then opens and migrates the database.
     pub async fn build(config: Config) -> Result<Self, StartError> {
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| StartError::Bind { addr: config.listen, source })?;
-        let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
-        tracing::info!("catalog service listening on http://{addr}");
+        let listener = shop::server::bind(config.listen, "catalog service").await?;
         let (pool, dialect) = connect(&config.db, 16).await?;
         let inventory = inventory::Inventory::new(config.inventory_url, config.inventory_token);
         let admin_token = config.admin_token.filter(|t| !t.is_empty()).map(Into::into);

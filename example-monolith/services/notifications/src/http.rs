@@ -34,17 +34,12 @@ pub fn router(state: ServiceState) -> Router {
         .route("/api/notifications/{id}/read", post(mark_read))
         .route("/internal/events", post(events))
         .route("/internal/stats", get(stats))
-        .fallback(|uri: axum::http::Uri| async move {
-            ApiError::NotFound { message: format!("no endpoint at {}", uri.path()), field: None }
-        })
+        .fallback(shop::server::no_endpoint)
         .with_state(state)
 }
 
 async fn healthz(State(state): State<ServiceState>) -> (StatusCode, &'static str) {
-    match sqlx::query("SELECT 1").execute(&state.pool).await {
-        Ok(_) => (StatusCode::OK, "ok"),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "database unavailable"),
-    }
+    shop::server::healthz(&state.pool).await
 }
 
 async fn list(State(state): State<ServiceState>, Caller(user): Caller) -> ApiResult<Json<Vec<Notification>>> {

@@ -68,20 +68,7 @@ pub struct ServiceState {
 }
 
 /// Why the service could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// The listen address could not be bound.
-    #[error("binding {addr}: {source}")]
-    Bind {
-        /// The address asked for.
-        addr: SocketAddr,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The database could not be opened or migrated.
-    #[error(transparent)]
-    Db(#[from] DbError),
-}
+pub use shop::server::ServiceStartError as StartError;
 
 /// A notifications service bound to its address and connected to its database.
 pub struct Application {
@@ -93,11 +80,7 @@ pub struct Application {
 impl Application {
     /// Binds (logging the bound address first), then opens and migrates the database.
     pub async fn build(config: Config) -> Result<Self, StartError> {
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| StartError::Bind { addr: config.listen, source })?;
-        let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
-        tracing::info!("notifications service listening on http://{addr}");
+        let listener = shop::server::bind(config.listen, "notifications service").await?;
         let (pool, _) = connect(&config.db, 8).await?;
         let state = ServiceState {
             pool,

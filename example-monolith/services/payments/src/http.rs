@@ -39,17 +39,12 @@ pub fn router(state: ServiceState) -> Router {
         .route("/api/charges/{key}/cancel", post(cancel))
         .route("/internal/stats", get(stats))
         .route("/internal/faults", put(faults))
-        .fallback(|uri: axum::http::Uri| async move {
-            ApiError::NotFound { message: format!("no endpoint at {}", uri.path()), field: None }
-        })
+        .fallback(shop::server::no_endpoint)
         .with_state(state)
 }
 
 async fn healthz(State(state): State<ServiceState>) -> (StatusCode, &'static str) {
-    match sqlx::query("SELECT 1").execute(&state.pool).await {
-        Ok(_) => (StatusCode::OK, "ok"),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "database unavailable"),
-    }
+    shop::server::healthz(&state.pool).await
 }
 
 const MAX_KEY_LEN: usize = 255;

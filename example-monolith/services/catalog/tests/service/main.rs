@@ -6,32 +6,11 @@ use catalog_service::{Application, Config, sync};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use shop::DbLocation;
-use tokio::sync::oneshot;
 
 const ADMIN: &str = "catalog-admin";
 const SHOP_ADMIN: &str = "shop-admin";
 
-/// A server task and the sender that stops it.
-struct Running {
-    base: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-impl Running {
-    async fn stop(mut self) {
-        let _ = self.stop.take().map(|s| s.send(()));
-        self.task.await.expect("task").expect("server ran cleanly");
-    }
-}
-
-fn spawn<F>(addr: std::net::SocketAddr, run: impl FnOnce(oneshot::Receiver<()>) -> F) -> Running
-where
-    F: std::future::Future<Output = std::io::Result<()>> + Send + 'static,
-{
-    let (stop, stopped) = oneshot::channel();
-    Running { base: format!("http://{addr}"), stop: Some(stop), task: tokio::spawn(run(stopped)) }
-}
+use ficus_e2e::Server as Running;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Backend {
@@ -73,7 +52,7 @@ async fn pair(backend: Backend) -> Option<Pair> {
     config.admin_token = Some(SHOP_ADMIN.into());
     let shop_app = shop::Application::build(config).await.unwrap();
     let shop_pool = shop_app.pool().clone();
-    let shop = spawn(shop_app.local_addr(), |stopped| {
+    let shop = Running::spawn(shop_app.local_addr(), |stopped| {
         shop_app.run_until_stopped(async {
             let _ = stopped.await;
         })
@@ -90,7 +69,7 @@ async fn pair(backend: Backend) -> Option<Pair> {
     let service_pool = service_app.pool().clone();
     let report = sync::backfill(&shop_pool, &service_pool, dialect).await.unwrap();
     assert_eq!((report.categories, report.products), (10, 200));
-    let service = spawn(service_app.local_addr(), |stopped| {
+    let service = Running::spawn(service_app.local_addr(), |stopped| {
         service_app.run_until_stopped(async {
             let _ = stopped.await;
         })

@@ -10,23 +10,10 @@ use serde_json::{Value, json};
 use shop::DbLocation;
 use shop::events::relay::{HttpPublisher, Publisher, Relay};
 use shop::events::{Event, Payload};
-use tokio::sync::oneshot;
 
 const TOKEN: &str = "internal-token";
 
-/// A server task and the sender that stops it.
-struct Running {
-    base: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-impl Running {
-    async fn stop(mut self) {
-        let _ = self.stop.take().map(|s| s.send(()));
-        self.task.await.expect("task").expect("server ran cleanly");
-    }
-}
+use ficus_e2e::Server as Running;
 
 struct Pair {
     shop: Running,
@@ -48,14 +35,11 @@ async fn pair(session_ttl: i64, nats: Option<shop::events::nats::NatsTarget>) ->
     config.session_ttl_secs = session_ttl;
     let shop_app = shop::Application::build(config).await.unwrap();
     let shop_pool = shop_app.pool().clone();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let shop = Running {
-        base: format!("http://{}", shop_app.local_addr()),
-        stop: Some(stop),
-        task: tokio::spawn(shop_app.run_until_stopped(async {
+    let shop = Running::spawn(shop_app.local_addr(), |stopped| {
+        shop_app.run_until_stopped(async {
             let _ = stopped.await;
-        })),
-    };
+        })
+    });
     let app = Application::build(Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         db: DbLocation::SqliteDir(service_dir.path().into()),
@@ -67,14 +51,11 @@ async fn pair(session_ttl: i64, nats: Option<shop::events::nats::NatsTarget>) ->
     .await
     .unwrap();
     let service_state = app.state().clone();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let service = Running {
-        base: format!("http://{}", app.local_addr()),
-        stop: Some(stop),
-        task: tokio::spawn(app.run_until_stopped(async {
+    let service = Running::spawn(app.local_addr(), |stopped| {
+        app.run_until_stopped(async {
             let _ = stopped.await;
-        })),
-    };
+        })
+    });
     Pair { shop, service, shop_pool, service_state, client: reqwest::Client::new(), _dirs: (shop_dir, service_dir) }
 }
 

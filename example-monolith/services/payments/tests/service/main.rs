@@ -7,23 +7,10 @@ use payments_service::{Application, Config};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use shop::DbLocation;
-use tokio::sync::oneshot;
 
 const TOKEN: &str = "payments-admin";
 
-struct Running {
-    base: String,
-    addr: std::net::SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-impl Running {
-    async fn stop(mut self) {
-        let _ = self.stop.take().map(|s| s.send(()));
-        self.task.await.expect("task").expect("server ran cleanly");
-    }
-}
+use ficus_e2e::Server as Running;
 
 async fn payments(listen: std::net::SocketAddr, dir: &std::path::Path) -> (Running, shop::Pool) {
     let app =
@@ -31,12 +18,12 @@ async fn payments(listen: std::net::SocketAddr, dir: &std::path::Path) -> (Runni
             .await
             .unwrap();
     let pool = app.state().pool.clone();
-    let addr = app.local_addr();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(app.run_until_stopped(async {
-        let _ = stopped.await;
-    }));
-    (Running { base: format!("http://{addr}"), addr, stop: Some(stop), task }, pool)
+    let server = Running::spawn(app.local_addr(), |stopped| {
+        app.run_until_stopped(async {
+            let _ = stopped.await;
+        })
+    });
+    (server, pool)
 }
 
 async fn charge(client: &reqwest::Client, base: &str, key: &str, card: &str) -> (StatusCode, Value) {
@@ -134,8 +121,7 @@ async fn a_cancelled_key_refunds_its_charge_or_refuses_the_late_one() {
 struct Shop {
     base: String,
     pool: shop::Pool,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    server: Running,
     client: reqwest::Client,
     token: String,
 }
@@ -147,10 +133,11 @@ impl Shop {
         config.admin_token = Some(TOKEN.into());
         let app = shop::Application::build(config).await.unwrap();
         let (pool, base) = (app.pool().clone(), format!("http://{}", app.local_addr()));
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(app.run_until_stopped(async {
-            let _ = stopped.await;
-        }));
+        let server = Running::spawn(app.local_addr(), |stopped| {
+            app.run_until_stopped(async {
+                let _ = stopped.await;
+            })
+        });
         let client = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
         let switch = json!({"via": "service", "url": payments, "token": TOKEN, "timeout_ms": 300, "attempts": 2,
                             "failure_threshold": 3, "open_for_ms": 500, "max_concurrent": 8});
@@ -163,7 +150,7 @@ impl Shop {
         let session: Value =
             client.post(format!("{base}/api/sessions")).json(&creds).send().await.unwrap().json().await.unwrap();
         let token = session["token"].as_str().unwrap().to_string();
-        Shop { base, pool, stop: Some(stop), task, client, token }
+        Shop { base, pool, server, client, token }
     }
 
     /// One unit in the cart, then a checkout: (status, time it took).
@@ -220,9 +207,8 @@ impl Shop {
         seen
     }
 
-    async fn stop(mut self) {
-        let _ = self.stop.take().map(|s| s.send(()));
-        self.task.await.expect("task").expect("shop ran cleanly");
+    async fn stop(self) {
+        self.server.stop().await;
     }
 }
 
